@@ -1,14 +1,17 @@
 """The released GigaWorld-0-Video 2B shape (Cosmos-Predict2 2B): 2048 channels, 28 blocks, 16 heads.
 
-61 frames x 480x640 at 16 fps -> 16 x 60 x 80 latents -> 19,200 tokens.
+61 frames x 480x640 at 16 fps -> 16 x 60 x 80 latents -> 19,200 tokens; T5 (width 1024) text.
     gw-jax compile --config configs/gigaworld0_2b.py --topology v5p:4x4x4
+    gw-jax train --config configs/gigaworld0_2b.py --workdir gs://BUCKET/run --config.data.packed_dir=...
 """
 
 import ml_collections
 
+from gw_jax.train.defaults import base_config
+
 
 def get_config() -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
+    config = base_config()
     config.model = ml_collections.ConfigDict(dict(
         max_img_h=240, max_img_w=240, max_frames=128,
         in_channels=17, out_channels=16,
@@ -18,4 +21,9 @@ def get_config() -> ml_collections.ConfigDict:
         scan_blocks=True, remat_policy="full", dtype="bfloat16", param_dtype="float32",
         attention_impl="xla",
     ))
+    config.data.update(dict(num_frames=61, height=480, width=640, fps=16.0))
+    config.latents = "precomputed"
+    config.train.update(dict(global_batch_size=16, num_steps=100_000, learning_rate=2 ** -14.5,
+                             warmup_steps=1000, weight_decay=0.1, checkpoint_every=1000))
+    config.mesh.axes.update(dict(data=1, fsdp=-1, context=4, tensor=1))
     return config

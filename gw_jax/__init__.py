@@ -7,3 +7,9 @@ Folders, one per concern: ``models`` (DiT, VAE, text encoders, IDM, physics surr
 """
 
 __version__ = "0.1.0"
+
+import flax as _flax
+
+# Parameters carry *logical* axis names as metadata and are placed explicitly by the training code
+# (gw_jax.parallel), so models build anywhere without a mesh in scope: turn off Flax's eager sharding.
+_flax.config.update("flax_always_shard_variable", False)

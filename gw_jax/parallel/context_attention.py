@@ -1,0 +1,79 @@
+"""Context-parallel attention: a clip's tokens split over the ``context`` mesh axis.
+
+Two schedules, both with ``shard_map`` over the mesh from :func:`gw_jax.parallel.logical.use_mesh_rules`:
+- ``allgather``: each device keeps its query block and all-gathers keys/values (simple; K/V memory
+  grows with the full length, fine for the 2B model's 19,200 tokens);
+- ``ring``: keys/values travel around the ring with ``ppermute`` while each device folds each block into
+  an online softmax (flash-attention style running max and sum), so no device ever holds all K/V.
+Layout (B, L, H, D) as everywhere in gw_jax. Without a mesh (or with context size 1) both reduce to
+plain attention.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec
+
+from gw_jax.parallel.logical import current_mesh, logical_to_spec
+
+CONTEXT_AXIS = "context"
+
+
+def _reference_attention(q, k, v):
+    scale = q.shape[-1] ** -0.5
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32)) * scale
+    weights = jax.nn.softmax(logits, axis=-1)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v.astype(jnp.float32)).astype(q.dtype)
+
+
+def _specs(mesh):
+    batch, _, heads = logical_to_spec(("act_batch", None, "act_heads"), mesh=mesh)
+    q_spec = PartitionSpec(batch, CONTEXT_AXIS, heads, None)
+    return q_spec
+
+
+def _allgather_local(q, k, v):
+    k = jax.lax.all_gather(k, CONTEXT_AXIS, axis=1, tiled=True)
+    v = jax.lax.all_gather(v, CONTEXT_AXIS, axis=1, tiled=True)
+    return _reference_attention(q, k, v)
+
+
+def _ring_local(q, k, v, *, axis_size: int):
+    """Online-softmax attention of the local queries over K/V blocks passed around the ring."""
+    scale = q.shape[-1] ** -0.5
+    qf = q.astype(jnp.float32) * scale
+    b, lq, h, _ = q.shape
+    permutation = [(i, (i + 1) % axis_size) for i in range(axis_size)]
+
+    def fold(carry, _):
+        out, row_max, row_sum, k_blk, v_blk = carry
+        logits = jnp.einsum("bqhd,bkhd->bhqk", qf, k_blk.astype(jnp.float32))
+        new_max = jnp.maximum(row_max, logits.max(axis=-1))
+        correction = jnp.exp(row_max - new_max)
+        probs = jnp.exp(logits - new_max[..., None])
+        row_sum = row_sum * correction + probs.sum(axis=-1)
+        out = out * correction[..., None] + jnp.einsum("bhqk,bkhd->bhqd", probs, v_blk.astype(jnp.float32))
+        k_blk = jax.lax.ppermute(k_blk, CONTEXT_AXIS, permutation)
+        v_blk = jax.lax.ppermute(v_blk, CONTEXT_AXIS, permutation)
+        return (out, new_max, row_sum, k_blk, v_blk), None
+
+    init = (jnp.zeros((b, h, lq, v.shape[-1]), jnp.float32),
+            jnp.full((b, h, lq), -jnp.inf, jnp.float32), jnp.zeros((b, h, lq), jnp.float32), k, v)
+    (out, _, row_sum, _, _), _ = jax.lax.scan(fold, init, None, length=axis_size)
+    out = out / row_sum[..., None]
+    return jnp.einsum("bhqd->bqhd", out).astype(q.dtype)
+
+
+def context_parallel_attention(q, k, v, *, schedule: str = "ring", fallback=None):
+    """Self-attention with q, k, v (B, L, H, D) split over ``context``; ``fallback`` when unsharded."""
+    mesh = current_mesh()
+    size = 1 if mesh is None else mesh.shape.get(CONTEXT_AXIS, 1)
+    if size == 1 or q.shape[1] % size or k.shape[1] % size:
+        return (fallback or _reference_attention)(q, k, v)
+    spec = _specs(mesh)
+    local = _allgather_local if schedule == "allgather" else functools.partial(_ring_local, axis_size=size)
+    return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec,
+                         check_vma=False)(q, k, v)

@@ -1,0 +1,235 @@
+"""The training loop: mesh, sharded init, AOT-compiled step, data, Orbax checkpoints, metrics.
+
+``train(config, workdir)`` is what ``gw-jax train`` runs; it resumes automatically from the newest
+checkpoint in ``workdir`` (params, optimizer, EMA, step and the data iterator), and on SIGTERM saves
+and returns cleanly (preemptible TPU VMs send it before they go).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from gw_jax.parallel.logical import use_mesh_rules
+from gw_jax.parallel.mesh import batch_sharding, describe, make_mesh
+from gw_jax.train.checkpoint import Checkpointer, abstract_with_shardings
+from gw_jax.train.metrics import MetricsWriter
+from gw_jax.train.optim import make_optimizer
+from gw_jax.train.sharding import state_shardings
+from gw_jax.train.state import ModelDef, TrainState, create_train_state
+from gw_jax.train.step import make_train_step
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: TrainState
+    model_def: ModelDef
+    losses: list[float]
+    stopped_early: bool  # True when a SIGTERM (or max_steps) ended the run before num_steps
+
+
+def _rules(config):
+    return tuple((name, tuple(t) if isinstance(t, (list, tuple)) else t) for name, t in config.mesh.rules)
+
+
+def dit_factory(model_config) -> Callable[[nnx.Rngs], nnx.Module]:
+    from gw_jax.models.dit import GigaWorld0DiT
+
+    return lambda rngs: GigaWorld0DiT.from_config(model_config, rngs=rngs)
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything a step needs, built once: also what the AOT compile command lowers."""
+    mesh: Mesh
+    rules: tuple
+    model_def: ModelDef
+    tx: Any
+    schedule: Any
+    state_sharding: TrainState
+    abstract_state: TrainState
+    init_state: Callable[[], TrainState]
+    train_step: Callable
+
+
+def build_setup(config, mesh: Mesh | None = None, latent_fn=None) -> Setup:
+    mesh = mesh if mesh is not None else make_mesh(dict(config.mesh.axes))
+    rules = _rules(config)
+    factory = dit_factory(config.model)
+    tx, schedule = make_optimizer(config.train)
+
+    def init_everything():
+        model = factory(nnx.Rngs(config.seed))
+        graphdef, params, buffers = nnx.split(model, nnx.Param, ...)
+        return create_train_state(nnx.to_pure_dict(params), tx), buffers
+
+    with use_mesh_rules(mesh, rules):
+        abstract_model = nnx.eval_shape(lambda: factory(nnx.Rngs(config.seed)))
+        graphdef, abstract_params, _ = nnx.split(abstract_model, nnx.Param, ...)
+        logical_specs = nnx.to_pure_dict(nnx.get_partition_spec(abstract_params))
+        abstract_state, abstract_buffers = jax.eval_shape(init_everything)
+        sharding = state_shardings(abstract_state, logical_specs, mesh, rules)
+        replicated = NamedSharding(mesh, PartitionSpec())
+        buffer_sharding = jax.tree.map(lambda _: replicated, abstract_buffers)
+        state_and_buffers = jax.jit(init_everything, out_shardings=(sharding, buffer_sharding))
+        _, buffers = state_and_buffers()  # buffers are small constants (e.g. RoPE tables)
+
+    model_def = ModelDef(graphdef, buffers)
+    step = make_train_step(model_def, tx, schedule, config.loss, accum_steps=config.train.accum_steps,
+                           latent_fn=latent_fn, ema_max_decay=config.train.ema_max_decay)
+    return Setup(mesh=mesh, rules=rules, model_def=model_def, tx=tx, schedule=schedule,
+                 state_sharding=sharding, abstract_state=abstract_state,
+                 init_state=lambda: state_and_buffers()[0], train_step=step)
+
+
+def jit_train_step(setup: Setup, batch_example: dict, vae_params=None):
+    """The step jitted with explicit shardings and donated state."""
+    replicated = NamedSharding(setup.mesh, PartitionSpec())
+    batch_sh = {k: batch_sharding(setup.mesh, np.ndim(v)) for k, v in batch_example.items()}
+    vae_sh = jax.tree.map(lambda _: replicated, vae_params)
+
+    def step(state, batch, key, vae):
+        with use_mesh_rules(setup.mesh, setup.rules):
+            return setup.train_step(state, batch, key, vae)
+
+    return jax.jit(step, in_shardings=(setup.state_sharding, batch_sh, replicated, vae_sh),
+                   out_shardings=(setup.state_sharding, replicated), donate_argnums=(0,))
+
+
+def memory_report(compiled) -> str:
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # not every backend reports
+        return "memory analysis unavailable"
+    if m is None:
+        return "memory analysis unavailable"
+    gib = 1 / 2**30
+    return (f"arguments {m.argument_size_in_bytes * gib:.3f} GiB, outputs {m.output_size_in_bytes * gib:.3f} GiB, "
+            f"temporaries {m.temp_size_in_bytes * gib:.3f} GiB, code {m.generated_code_size_in_bytes * gib:.3f} GiB")
+
+
+def global_batch(mesh: Mesh, local_batch: dict) -> dict:
+    """Per-process numpy batch -> global jax arrays sharded over data+fsdp."""
+    return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)), np.asarray(v))
+            for k, v in local_batch.items()}
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks between steps."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. notebooks' worker threads)
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+
+def train(config, workdir: str | Path, *, batches=None, vae=None, max_steps: int | None = None,
+          progress: bool = True) -> TrainResult:
+    """Trains ``config`` in ``workdir``, resuming from its newest checkpoint.
+
+    ``batches``: an iterator of per-process numpy batches with ``get_state``/``set_state`` (default:
+    ``make_loader`` over ``config.data.packed_dir``). ``vae``: (latent_fn, vae_params) when
+    ``config.latents == "vae"`` (default: built from ``config.vae``). ``max_steps`` stops early (tests
+    use it to simulate an interruption).
+    """
+    from tqdm.auto import tqdm
+
+    from gw_jax.train.data import make_batches, make_latent_encoder
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if batches is None:
+        batches = make_batches(config)
+    latent_fn, vae_params = (None, None)
+    if config.latents == "vae":
+        latent_fn, vae_params = vae if vae is not None else make_latent_encoder(config)
+    setup = build_setup(config, latent_fn=latent_fn)
+    checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=config.train.max_checkpoints,
+                                async_save=config.train.async_checkpoint)
+    restored = checkpointer.restore(abstract_with_shardings(setup.abstract_state, setup.state_sharding))
+    if restored is None:
+        state = setup.init_state()
+    else:
+        state, data_state, _ = restored
+        if data_state is not None and hasattr(batches, "set_state"):
+            batches.set_state(data_state)
+    start = int(jax.device_get(state.step))
+    num_steps = int(config.train.num_steps)
+    metrics_writer = MetricsWriter(workdir)
+    base_key = jax.random.key(config.seed)
+    losses: list[float] = []
+    stopped_early = False
+
+    local = next(batches)
+    batch = global_batch(setup.mesh, local)
+    step_fn = jit_train_step(setup, local, vae_params)
+    t0 = time.perf_counter()
+    compiled = step_fn.lower(state, batch, base_key, vae_params).compile()
+    print(f"mesh {describe(setup.mesh)}; compiled train step in {time.perf_counter() - t0:.1f}s; "
+          f"memory per device: {memory_report(compiled)}", flush=True)
+
+    config_dict = config.to_dict()
+    with _Preemption() as preemption:
+        bar = tqdm(range(start, num_steps), initial=start, total=num_steps, desc="train",
+                   disable=not progress or jax.process_index() != 0)
+        last_log = time.perf_counter()
+        for step in bar:
+            if step > start:
+                batch = global_batch(setup.mesh, next(batches))
+            state, metrics = compiled(state, batch, jax.random.fold_in(base_key, step), vae_params)
+            done = step + 1
+            if done % config.train.log_every == 0 or done == num_steps:
+                metrics = jax.device_get(metrics)
+                now = time.perf_counter()
+                steps_since = done - max(start, done - config.train.log_every)
+                metrics["step_time_s"] = (now - last_log) / max(steps_since, 1)
+                metrics["tokens_per_s"] = _tokens(batch, config) / max(metrics["step_time_s"], 1e-9)
+                last_log = now
+                metrics_writer.write(done, metrics)
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+                losses.append(float(metrics["loss"]))
+            data_state = batches.get_state() if hasattr(batches, "get_state") else None
+            if done % config.train.checkpoint_every == 0 or done == num_steps:
+                checkpointer.save(done, state, data_state=data_state, config=config_dict)
+            if preemption.requested or (max_steps is not None and done >= max_steps):
+                if done % config.train.checkpoint_every != 0 and done != num_steps:
+                    checkpointer.save(done, state, data_state=data_state, config=config_dict, force=True)
+                stopped_early = done < num_steps
+                break
+    checkpointer.close()
+    metrics_writer.close()
+    return TrainResult(state=state, model_def=setup.model_def, losses=losses, stopped_early=stopped_early)
+
+
+def _tokens(batch: dict, config) -> float:
+    """Tokens per step after patching (latent T x H/p x W/p per sample)."""
+    m = config.model
+    if "latents" in batch:
+        b, _, t, h, w = batch["latents"].shape
+    else:
+        b, _, frames, height, width = batch["video"].shape
+        t, h, w = 1 + (frames - 1) // 4, height // 8, width // 8
+    return float(b * (t // m.patch_temporal) * (h // m.patch_spatial) * (w // m.patch_spatial))

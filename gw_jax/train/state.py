@@ -1,0 +1,53 @@
+"""The train state as plain pytrees, so train steps are pure functions and Orbax saves it as is.
+
+Parameters are kept as *pure dicts* of arrays (``nnx.split`` -> ``to_pure_dict``); the module's graph
+definition and its non-trainable buffers stay outside the state and are merged back inside the step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # int32 scalar: optimizer updates done
+    params: Any  # pure dict, float32 master weights
+    opt_state: Any
+    ema_params: Any  # pure dict, same structure as params
+
+
+@flax.struct.dataclass
+class ModelDef:
+    """What a pure function needs to rebuild the module from ``params`` (static + constants)."""
+    graphdef: Any = flax.struct.field(pytree_node=False)
+    buffers: Any  # non-Param variables (e.g. RoPE tables), as an nnx.State
+
+    def merge(self, params) -> nnx.Module:
+        return nnx.merge(self.graphdef, params, self.buffers)
+
+
+def split_model(model: nnx.Module) -> tuple[ModelDef, dict]:
+    graphdef, params, buffers = nnx.split(model, nnx.Param, ...)
+    return ModelDef(graphdef, buffers), nnx.to_pure_dict(params)
+
+
+def logical_param_specs(model: nnx.Module):
+    """Logical PartitionSpecs (e.g. P('embed', 'mlp')) for the params, as a pure dict."""
+    _, params, _ = nnx.split(model, nnx.Param, ...)
+    return nnx.to_pure_dict(nnx.get_partition_spec(params))
+
+
+def create_train_state(params, tx: optax.GradientTransformation) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      ema_params=jax.tree.map(jnp.copy, params))
+
+
+def build_model(model_factory: Callable[[nnx.Rngs], nnx.Module], seed: int) -> nnx.Module:
+    return model_factory(nnx.Rngs(seed))
