@@ -48,7 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"gw-jax {name}", description=help_text)
     module.add_arguments(parser)
-    args = parser.parse_args(rest)
+    # Config overrides (--config.a.b=value) are collected for any command that takes --config.
+    args, extra = parser.parse_known_args(rest)
+    unknown = [a for a in extra if not (a.startswith("--config.") and "=" in a)]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (config overrides look like --config.a.b=value)")
+    args.config_overrides = extra
     try:
         return int(module.run(args) or 0)
     except UserInputError as e:

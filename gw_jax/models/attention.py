@@ -1,0 +1,85 @@
+"""One attention entry point with interchangeable kernels, chosen by name.
+
+All kernels take q (B, Lq, H, D), k and v (B, Lk, H, D) and return (B, Lq, H, D), softmax scale
+1/sqrt(D), no mask (GigaWorld-0 attends to every token; padded text tokens are zero vectors).
+- ``xla``: plain einsum + softmax in float32 (every platform; the parity reference);
+- ``cudnn``: ``jax.nn.dot_product_attention(..., implementation="cudnn")`` (flash attention, GPU);
+- ``splash``: Pallas splash attention (TPU);
+- ``context_ring`` / ``context_allgather``: context-parallel attention over the ``context`` mesh axis
+  (gw_jax.parallel.context_attention).
+New kernels register with :func:`register_attention` without touching the model.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+AttentionFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+_KERNELS: dict[str, AttentionFn] = {}
+
+
+def register_attention(name: str, fn: AttentionFn) -> None:
+    _KERNELS[name] = fn
+
+
+def available_attention() -> list[str]:
+    return sorted(_KERNELS)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str = "xla") -> jax.Array:
+    try:
+        kernel = _KERNELS[impl]
+    except KeyError:
+        raise ValueError(f"unknown attention impl {impl!r}; available: {available_attention()}") from None
+    return kernel(q, k, v)
+
+
+def xla_attention(q, k, v):
+    scale = q.shape[-1] ** -0.5
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32)) * scale
+    weights = jax.nn.softmax(logits, axis=-1)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v.astype(jnp.float32)).astype(q.dtype)
+
+
+def cudnn_attention(q, k, v):
+    return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+
+
+def splash_attention(q, k, v):
+    """Pallas splash attention (TPU only); blocks of 512 or the whole sequence when shorter."""
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
+
+    b, lq, h, d = q.shape
+    lk = k.shape[1]
+    block_q, block_kv = min(512, lq), min(512, lk)
+    mask = sm.MultiHeadMask([sm.FullMask((lq, lk)) for _ in range(h)])
+    sizes = sk.BlockSizes(block_q=block_q, block_kv=block_kv, block_kv_compute=block_kv,
+                          block_q_dkv=block_q, block_kv_dkv=block_kv, block_kv_dkv_compute=block_kv,
+                          block_q_dq=block_q, block_kv_dq=block_kv)
+    kernel = sk.make_splash_mha(mask, head_shards=1, q_seq_shards=1, block_sizes=sizes)
+    to_bhld = lambda x: jnp.einsum("blhd->bhld", x)
+    out = jax.vmap(kernel)(to_bhld(q * d ** -0.5), to_bhld(k), to_bhld(v))
+    return jnp.einsum("bhld->blhd", out)
+
+
+def _context_ring(q, k, v):
+    from gw_jax.parallel.context_attention import context_parallel_attention
+
+    return context_parallel_attention(q, k, v, schedule="ring", fallback=xla_attention)
+
+
+def _context_allgather(q, k, v):
+    from gw_jax.parallel.context_attention import context_parallel_attention
+
+    return context_parallel_attention(q, k, v, schedule="allgather", fallback=xla_attention)
+
+
+register_attention("xla", xla_attention)
+register_attention("cudnn", cudnn_attention)
+register_attention("splash", splash_attention)
+register_attention("context_ring", _context_ring)
+register_attention("context_allgather", _context_allgather)

@@ -1,0 +1,193 @@
+"""GigaWorld-0 DiT (``GigaWorld0Transformer3DModel``; Cosmos-Predict2 MiniTrainDIT style) in Flax NNX.
+
+Called like the reference, in its NCTHW layout::
+
+    model = GigaWorld0DiT.from_pretrained("checkpoint/transformer")      # reference layout
+    out = model(x, timesteps, crossattn_emb, fps, padding_mask)           # (B, 16, T, H, W)
+
+x (B, C_in, T, H, W) latents + reference-mask channel; timesteps (B, 1, T, 1, 1) one flow time per
+latent frame; crossattn_emb (B, L, C_text); fps a scalar or (B,); padding_mask (B, 1, 8H, 8W).
+Blocks are stacked (a leading ``layers`` axis on every block parameter) and run with ``nnx.scan`` so a
+28-block model compiles one block; ``scan_blocks=False`` runs the same stacked weights in a Python loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+from einops import rearrange
+from flax import nnx
+
+from gw_jax.errors import UserInputError
+from gw_jax.models.dit_blocks import FinalLayer, TransformerBlock, timestep_sinusoid
+from gw_jax.models.layers import RMSNorm, linear
+from gw_jax.models.rope import rope_angles
+from gw_jax.parallel.logical import constrain
+
+# gw_jax options that are not reference constructor kwargs
+OPTION_KEYS = ("scan_blocks", "remat_policy", "dtype", "param_dtype", "attention_impl")
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def _dtype(value) -> Any:
+    return jnp.dtype(value) if isinstance(value, str) else value
+
+
+def nearest_resize_2d(mask_bchw: jax.Array, height: int, width: int) -> jax.Array:
+    """torchvision NEAREST resize: source index = floor(dst * in / out)."""
+    in_h, in_w = mask_bchw.shape[-2:]
+    rows = jnp.floor(jnp.arange(height) * (in_h / height)).astype(jnp.int32)
+    cols = jnp.floor(jnp.arange(width) * (in_w / width)).astype(jnp.int32)
+    return mask_bchw[..., rows, :][..., cols]
+
+
+class GigaWorld0DiT(nnx.Module):
+    def __init__(self, max_img_h: int, max_img_w: int, max_frames: int, in_channels: int, out_channels: int,
+                 patch_spatial: int, patch_temporal: int, concat_padding_mask: bool = True,
+                 block_config: str = "FA-CA-MLP", model_channels: int = 768, num_blocks: int = 10,
+                 num_heads: int = 16, mlp_ratio: float = 4.0, crossattn_emb_channels: int = 1024,
+                 adaln_lora_dim: int = 256, rope_h_extrapolation_ratio: float = 1.0,
+                 rope_w_extrapolation_ratio: float = 1.0, rope_t_extrapolation_ratio: float = 1.0,
+                 natten_parameters: list | None = None, moe_parameters: Mapping | None = None, *,
+                 scan_blocks: bool = True, remat_policy: str = "none", dtype="float32",
+                 param_dtype="float32", attention_impl: str = "xla", rngs: nnx.Rngs):
+        if natten_parameters is not None:
+            raise UserInputError("natten_parameters: neighbourhood attention is not supported by gw_jax")
+        if isinstance(patch_spatial, (list, tuple)):
+            patch_spatial = int(patch_spatial[0])
+        if remat_policy not in REMAT_POLICIES:
+            raise UserInputError(f"remat_policy {remat_policy!r}: choose from {sorted(REMAT_POLICIES)}")
+        if model_channels % num_heads:
+            raise UserInputError(f"model_channels {model_channels} must divide by num_heads {num_heads}")
+        self.config = dict(
+            max_img_h=max_img_h, max_img_w=max_img_w, max_frames=max_frames, in_channels=in_channels,
+            out_channels=out_channels, patch_spatial=patch_spatial, patch_temporal=patch_temporal,
+            concat_padding_mask=concat_padding_mask, block_config=block_config, model_channels=model_channels,
+            num_blocks=num_blocks, num_heads=num_heads, mlp_ratio=mlp_ratio,
+            crossattn_emb_channels=crossattn_emb_channels, adaln_lora_dim=adaln_lora_dim,
+            rope_h_extrapolation_ratio=rope_h_extrapolation_ratio,
+            rope_w_extrapolation_ratio=rope_w_extrapolation_ratio,
+            rope_t_extrapolation_ratio=rope_t_extrapolation_ratio,
+            moe_parameters=dict(moe_parameters) if moe_parameters is not None else None,
+        )
+        self.scan_blocks, self.remat_policy, self.attention_impl = scan_blocks, remat_policy, attention_impl
+        dtype, param_dtype = _dtype(dtype), _dtype(param_dtype)
+        self.dtype = dtype
+        kw = dict(dtype=dtype, param_dtype=param_dtype)
+        d = model_channels
+        patch_in = (in_channels + int(concat_padding_mask)) * patch_spatial ** 2 * patch_temporal
+        self.x_embedder = linear(patch_in, d, ("patch", "embed"), rngs=rngs, **kw)
+        self.t_embedder_1 = linear(d, d, ("embed", "mlp"), rngs=rngs, **kw)
+        self.t_embedder_2 = linear(d, 3 * d, ("mlp", "modulation"), rngs=rngs, **kw)
+        self.affline_norm = RMSNorm(d, names=("norm",), param_dtype=param_dtype)
+
+        make_block = functools.partial(
+            TransformerBlock, block_config, d, crossattn_emb_channels, num_heads, mlp_ratio, adaln_lora_dim,
+            self.config["moe_parameters"], attention_impl=attention_impl, **kw)
+
+        @nnx.split_rngs(splits=num_blocks)
+        @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+        def stacked_blocks(block_rngs):
+            return make_block(rngs=block_rngs)
+
+        self.blocks = stacked_blocks(rngs)
+        self.final_layer = FinalLayer(d, patch_spatial ** 2 * patch_temporal * out_channels, adaln_lora_dim,
+                                      rngs=rngs, **kw)
+
+    # ----------------------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: Mapping, *, rngs: nnx.Rngs) -> "GigaWorld0DiT":
+        """From a ``config.model`` section (reference kwargs + gw_jax options); unknown keys are errors."""
+        kwargs = dict(config.to_dict() if hasattr(config, "to_dict") else config)
+        kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_")}  # e.g. diffusers' _class_name
+        import inspect
+
+        known = set(inspect.signature(cls.__init__).parameters) - {"self", "rngs"}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise UserInputError(f"unknown DiT config keys: {unknown}")
+        return cls(**kwargs, rngs=rngs)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype="float32", **options) -> "GigaWorld0DiT":
+        """Loads a reference checkpoint dir (config.json + safetensors, single or sharded with index)."""
+        from gw_jax.convert.dit_weights import load_reference_weights
+
+        path = Path(path)
+        config_path = path / "config.json"
+        if not config_path.is_file():
+            raise UserInputError(f"{config_path}: not found (expected a reference checkpoint directory)")
+        try:
+            config = json.loads(config_path.read_text())
+        except json.JSONDecodeError as e:
+            raise UserInputError(f"{config_path}: invalid JSON ({e})") from e
+        config = {k: v for k, v in config.items() if not k.startswith("_")}
+        model = nnx.eval_shape(lambda: cls.from_config({**config, "dtype": dtype, **options}, rngs=nnx.Rngs(0)))
+        load_reference_weights(model, path)
+        return model
+
+    def save_pretrained(self, path: str | Path, *, max_shard_bytes: int | None = None) -> None:
+        """Writes config.json + reference-named safetensors (sharded with an index past max_shard_bytes)."""
+        from gw_jax.convert.dit_weights import save_reference_weights
+
+        save_reference_weights(self, Path(path), max_shard_bytes=max_shard_bytes)
+
+    # ----------------------------------------------------------------------------------------------
+    def __call__(self, x, timesteps, crossattn_emb, fps, padding_mask=None):
+        cfg = self.config
+        p, pt = cfg["patch_spatial"], cfg["patch_temporal"]
+        b, _, frames, height, width = x.shape
+        if height % p or width % p or frames % pt:
+            raise ValueError(f"x spatial/temporal size {(frames, height, width)} must divide by the patch {(pt, p, p)}")
+        if cfg["concat_padding_mask"]:
+            if padding_mask is None:
+                padding_mask = jnp.zeros((b, 1, height * 8, width * 8), x.dtype)
+            mask = nearest_resize_2d(padding_mask.astype(x.dtype), height, width)
+            x = jnp.concatenate([x, jnp.broadcast_to(mask[:, :, None], (b, 1, frames, height, width))], axis=1)
+        tokens = rearrange(x, "b c (t r) (h m) (w n) -> b t (h w) (c r m n)", r=pt, m=p, n=p)
+        t, h, w = frames // pt, height // p, width // p
+        x_btsd = self.x_embedder(tokens.astype(self.dtype))
+        x_btsd = constrain(x_btsd, ("act_batch", None, "act_length", "act_embed"))
+
+        angles = rope_angles(cfg["model_channels"] // cfg["num_heads"], t, h, w, fps,
+                             (cfg["rope_h_extrapolation_ratio"], cfg["rope_w_extrapolation_ratio"],
+                              cfg["rope_t_extrapolation_ratio"]))
+        t_bt = jnp.reshape(timesteps, (b, -1))  # one flow time per latent frame
+        sinusoid = timestep_sinusoid(t_bt, cfg["model_channels"])
+        adaln_lora = self.t_embedder_2(jax.nn.silu(self.t_embedder_1(sinusoid.astype(self.dtype))))
+        emb = self.affline_norm(sinusoid).astype(self.dtype)
+        context = crossattn_emb.astype(self.dtype)
+
+        x_btsd = self._run_blocks(x_btsd, emb, adaln_lora, context, angles)
+        out = self.final_layer(x_btsd, emb, adaln_lora)
+        return rearrange(out.astype(jnp.float32), "b t (h w) (m n r c) -> b c (t r) (h m) (w n)",
+                         h=h, w=w, m=p, n=p, r=pt)
+
+    def _run_blocks(self, x_btsd, emb, adaln_lora, context, angles):
+        def apply(block, x):
+            return block(x, emb, adaln_lora, context, angles)
+
+        policy = REMAT_POLICIES[self.remat_policy]
+        if self.remat_policy != "none":
+            apply = nnx.remat(apply, policy=policy)
+        if self.scan_blocks:
+            @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry, transform_metadata={nnx.PARTITION_NAME: "layers"})
+            def scan_fn(block, x):
+                return apply(block, x)
+
+            return scan_fn(self.blocks, x_btsd)
+        graphdef, state = nnx.split(self.blocks)
+        for i in range(self.config["num_blocks"]):
+            block = nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state))
+            x_btsd = apply(block, x_btsd)
+        return x_btsd

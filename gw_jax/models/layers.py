@@ -1,0 +1,43 @@
+"""Small shared layers: bias-free linear with logical axis names, RMSNorm, LayerNorm without affine."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+DEFAULT_KERNEL_INIT = nnx.initializers.lecun_normal()
+
+
+def linear(in_features: int, out_features: int, names: Sequence[str | None], *, rngs: nnx.Rngs,
+           dtype=jnp.float32, param_dtype=jnp.float32, use_bias: bool = False,
+           kernel_init=DEFAULT_KERNEL_INIT) -> nnx.Linear:
+    """nnx.Linear whose kernel (in, out) carries the logical axis ``names``."""
+    return nnx.Linear(in_features, out_features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+                      kernel_init=nnx.with_partitioning(kernel_init, tuple(names)),
+                      bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (names[-1],)),
+                      rngs=rngs)
+
+
+class RMSNorm(nnx.Module):
+    """x * rsqrt(mean(x^2) + eps) * scale over the last axis, computed in float32 (torch.nn.RMSNorm)."""
+
+    def __init__(self, features: int, *, eps: float = 1e-6, names: Sequence[str | None] = ("norm",),
+                 param_dtype=jnp.float32):
+        self.eps = eps
+        self.scale = nnx.Param(jnp.ones((features,), param_dtype), sharding=tuple(names))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
+        return (y * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+
+
+def layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+    """LayerNorm over the last axis without affine parameters, computed in float32."""
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+    return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)

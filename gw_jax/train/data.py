@@ -1,0 +1,74 @@
+"""Batches for the train loop: the packed-data Grain loader, or in-memory arrays (precomputed latents).
+
+Both are iterators of per-process numpy batches with ``get_state()`` / ``set_state()``, which the
+checkpointer saves next to the model so a resumed run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import jax
+import numpy as np
+
+from gw_jax.errors import UserInputError
+
+
+class ArrayBatches:
+    """Seeded, epoch-shuffled, resumable batches over in-memory arrays (first dim = examples).
+
+    Each process takes its own slice of every global batch, so all processes stay in lock-step.
+    """
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], global_batch_size: int, *, seed: int = 0,
+                 process_index: int | None = None, process_count: int | None = None):
+        sizes = {k: len(v) for k, v in arrays.items()}
+        if len(set(sizes.values())) != 1:
+            raise UserInputError(f"ArrayBatches: arrays disagree on the number of examples: {sizes}")
+        self.arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        self.num_examples = next(iter(sizes.values()))
+        self.process_index = jax.process_index() if process_index is None else process_index
+        self.process_count = jax.process_count() if process_count is None else process_count
+        if global_batch_size % self.process_count:
+            raise UserInputError(f"global batch {global_batch_size} does not split over {self.process_count} processes")
+        self.global_batch_size = global_batch_size
+        self.seed = seed
+        self.position = 0  # global batches served so far
+
+    def _order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        flat = self.position * self.global_batch_size + np.arange(self.global_batch_size)
+        epochs = flat // self.num_examples
+        index = np.empty_like(flat)
+        for epoch in np.unique(epochs):  # a batch spans at most two epochs
+            here = epochs == epoch
+            index[here] = self._order(int(epoch))[flat[here] % self.num_examples]
+        local = self.global_batch_size // self.process_count
+        index = index[self.process_index * local:(self.process_index + 1) * local]
+        self.position += 1
+        return {k: v[index] for k, v in self.arrays.items()}
+
+    def get_state(self) -> dict:
+        return {"position": self.position, "seed": self.seed}
+
+    def set_state(self, state: Mapping) -> None:
+        if int(state["seed"]) != self.seed:
+            raise UserInputError(f"data state was saved with seed {state['seed']}, this run uses {self.seed}")
+        self.position = int(state["position"])
+
+
+def make_batches(config):
+    """The Grain loader over ``config.data.packed_dir`` (per-process share of the global batch)."""
+    from gw_jax.data import make_loader
+
+    if not config.data.packed_dir:
+        raise UserInputError("--config.data.packed_dir is empty: point it at the output of `gw-jax pack`")
+    local_batch = config.train.global_batch_size // jax.process_count()
+    return make_loader(config.data.packed_dir, batch_size=local_batch, num_frames=config.data.num_frames,
+                       height=config.data.height, width=config.data.width, seed=config.seed,
+                       worker_count=config.data.worker_count)
