@@ -83,11 +83,11 @@ class MoEFeedForward(nnx.Module):
         self.dtype = dtype
         init = nnx.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
         self.gate = nnx.Param(nnx.initializers.normal(dim ** -0.5)(rngs.params(), (dim, num_routed_experts), param_dtype),
-                              sharding=("embed", None))
+                              out_sharding=("embed", None))
         self.w1 = nnx.Param(init(rngs.params(), (num_routed_experts, dim, hidden), param_dtype),
-                            sharding=("experts", "embed", "mlp"))
+                            out_sharding=("experts", "embed", "mlp"))
         self.w2 = nnx.Param(init(rngs.params(), (num_routed_experts, hidden, dim), param_dtype),
-                            sharding=("experts", "mlp", "embed"))
+                            out_sharding=("experts", "mlp", "embed"))
         self.shared = (FeedForward(dim, hidden, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
                        if shared_experts else None)
 

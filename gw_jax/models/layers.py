@@ -27,7 +27,7 @@ class RMSNorm(nnx.Module):
     def __init__(self, features: int, *, eps: float = 1e-6, names: Sequence[str | None] = ("norm",),
                  param_dtype=jnp.float32):
         self.eps = eps
-        self.scale = nnx.Param(jnp.ones((features,), param_dtype), sharding=tuple(names))
+        self.scale = nnx.Param(jnp.ones((features,), param_dtype), out_sharding=tuple(names))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)

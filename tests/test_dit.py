@@ -1,0 +1,122 @@
+"""GigaWorld-0 DiT: parity with the reference PyTorch model (fixtures), dtype, scan/remat, 2B shape."""
+
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from gw_jax.config import load_config
+from gw_jax.models.dit import GigaWorld0DiT
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURE_NAMES = sorted(p.stem for p in FIXTURES.glob("*.json") if (FIXTURES / f"{p.stem}.npz").exists())
+CONFIGS = Path(__file__).parents[1] / "configs"
+
+
+def checkpoint_dir(name: str, tmp_path: Path) -> Path:
+    """A reference-layout checkpoint dir (config.json + diffusion_pytorch_model.safetensors)."""
+    directory = tmp_path / name
+    directory.mkdir()
+    shutil.copy(FIXTURES / f"{name}.json", directory / "config.json")
+    shutil.copy(FIXTURES / f"{name}.safetensors", directory / "diffusion_pytorch_model.safetensors")
+    return directory
+
+
+def cases(name: str):
+    data = np.load(FIXTURES / f"{name}.npz")
+    i = 0
+    while f"case{i}/x" in data.files:
+        yield {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(f"case{i}/")}
+        i += 1
+
+
+def call(model, case, **kw):
+    return np.asarray(model(case["x"], case["timesteps"], case["crossattn_emb"], case["fps"], case["padding_mask"], **kw))
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_parity_with_reference_fixtures(name, tmp_path):
+    """max |ours - ref| <= 1e-4 * max |ref| at float32 (shared fixtures + held-out configs, see README)."""
+    model = GigaWorld0DiT.from_pretrained(checkpoint_dir(name, tmp_path))
+    found = 0
+    for case in cases(name):
+        out, ref = call(model, case), case["out"]
+        assert out.shape == ref.shape
+        assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max(), name
+        found += 1
+    assert found >= 1
+
+
+def test_parity_fails_for_a_wrong_fps(tmp_path):
+    """The parity check can fail: the temporal RoPE depends on fps."""
+    model = GigaWorld0DiT.from_pretrained(checkpoint_dir("gigaworld0_dit_tiny", tmp_path))
+    case = next(cases("gigaworld0_dit_tiny"))
+    case["fps"] = case["fps"] * 2
+    assert np.abs(call(model, case) - case["out"]).max() > 1e-3 * np.abs(case["out"]).max()
+
+
+def test_bfloat16_compute_close_to_float32(tmp_path):
+    """bf16 compute (f32 params, f32 norms/softmax/RoPE) vs f32: bf16 has an 8-bit mantissa (rel. step
+    2^-8 = 0.4%); errors compound over 2 blocks x 3 sub-blocks of matmuls, so we allow 5% of max |ref|."""
+    directory = checkpoint_dir("gigaworld0_dit_tiny", tmp_path)
+    f32 = GigaWorld0DiT.from_pretrained(directory)
+    bf16 = GigaWorld0DiT.from_pretrained(directory, dtype="bfloat16")
+    for case in cases("gigaworld0_dit_tiny"):
+        ref, out = call(f32, case), call(bf16, case)
+        err = np.abs(out - ref).max() / np.abs(ref).max()
+        assert err < 5e-2, err
+        assert err > 1e-5  # it really ran in bf16
+
+
+def test_scanned_unscanned_and_remat_agree(tmp_path):
+    directory = checkpoint_dir("gigaworld0_dit_tiny_moe", tmp_path)
+    case = next(cases("gigaworld0_dit_tiny_moe"))
+    scanned = GigaWorld0DiT.from_pretrained(directory)
+    unscanned = GigaWorld0DiT.from_pretrained(directory, scan_blocks=False)
+    remat = GigaWorld0DiT.from_pretrained(directory, remat_policy="full")
+    np.testing.assert_allclose(call(unscanned, case), call(scanned, case), rtol=1e-5, atol=1e-5)
+
+    def loss_and_grads(model):
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+        def loss(p):
+            m = nnx.merge(graphdef, p, rest)
+            out = m(case["x"], case["timesteps"], case["crossattn_emb"], case["fps"], case["padding_mask"])
+            return jnp.mean(out ** 2)
+
+        return jax.value_and_grad(loss)(params)
+
+    (l1, g1), (l2, g2) = loss_and_grads(scanned), loss_and_grads(remat)
+    np.testing.assert_allclose(l1, l2, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def _count(model_config) -> int:
+    abstract = nnx.eval_shape(lambda: GigaWorld0DiT.from_config(model_config, rngs=nnx.Rngs(0)))
+    return sum(int(np.prod(v.shape)) for v in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+
+
+def test_2b_shape_parameter_count():
+    """The released 2B shape builds abstractly with the reference parameter count (~1.96B dense)."""
+    dense = _count(load_config(CONFIGS / "gigaworld0_2b.py").model)
+    d, blocks, lora, text = 2048, 28, 256, 1024
+    per_block = (4 * d * d) + (2 * d * d + 2 * d * text) + 2 * (4 * d * d) + 3 * (d * lora + lora * 3 * d) + 4 * (d // 16)
+    expected = 18 * 4 * d + d * d + d * 3 * d + d + blocks * per_block + d * lora + lora * 2 * d + d * 64
+    assert dense == expected
+    assert 1.9e9 < dense < 2.0e9
+    moe = _count(load_config(CONFIGS / "gigaworld0_2b_moe.py").model)
+    assert moe == dense + blocks * (3 * 2 * 4 * d * d + 4 * d)  # 4 experts instead of 1 MLP, plus gates
+
+
+def test_from_config_rejects_unknown_keys():
+    from gw_jax.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="bogus"):
+        GigaWorld0DiT.from_config(dict(json.loads((FIXTURES / "gigaworld0_dit_tiny.json").read_text()), bogus=1),
+                                  rngs=nnx.Rngs(0))
