@@ -1,0 +1,49 @@
+"""Reference-frame masks (the seed's ``MaskGenerator``) as pure functions of a key.
+
+``MaskGenerator(max_ref_frames, factor=4, start)``: draw n ~ U{start, ..., max_ref_latents} reference
+latents per clip, max_ref_latents = 1 + (max_ref_frames - 1) // factor; in frame space that is the first
+1 + (n - 1) * factor frames (none when n = 0). The released config uses max_ref_frames=1, start=1: always
+exactly the first latent (the first frame).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from gw_jax.errors import UserInputError
+
+
+def _check(max_ref_frames: int, factor: int, start: int) -> int:
+    if max_ref_frames <= 0 or (max_ref_frames - 1) % factor:
+        raise UserInputError(f"max_ref_frames={max_ref_frames} must be 1 + k*factor (factor {factor})")
+    max_ref_latents = 1 + (max_ref_frames - 1) // factor
+    if not 0 <= start <= max_ref_latents:
+        raise UserInputError(f"ref start={start} must be in [0, {max_ref_latents}]")
+    return max_ref_latents
+
+
+def sample_num_ref_latents(key, batch_size: int, *, max_ref_frames: int = 1, factor: int = 4, start: int = 1):
+    max_ref_latents = _check(max_ref_frames, factor, start)
+    return jax.random.randint(key, (batch_size,), start, max_ref_latents + 1)
+
+
+def sample_latent_ref_masks(key, *, batch_size: int, num_latent_frames: int, max_ref_frames: int = 1,
+                            factor: int = 4, start: int = 1) -> jax.Array:
+    """(B, 1, T_latent, 1, 1) float32: 1 on each clip's reference latents."""
+    n = sample_num_ref_latents(key, batch_size, max_ref_frames=max_ref_frames, factor=factor, start=start)
+    mask = jnp.arange(num_latent_frames)[None, :] < n[:, None]
+    return mask.astype(jnp.float32)[:, None, :, None, None]
+
+
+def sample_ref_masks(key, *, batch_size: int, num_frames: int, max_ref_frames: int = 1, factor: int = 4,
+                     start: int = 1) -> tuple[jax.Array, jax.Array]:
+    """(frame masks (B, T_frames), latent masks (B, 1, T_latent, 1, 1)) drawn with the same n."""
+    if (num_frames - 1) % factor or num_frames < max_ref_frames:
+        raise UserInputError(f"num_frames={num_frames} must be 1 + k*{factor} and >= max_ref_frames")
+    n = sample_num_ref_latents(key, batch_size, max_ref_frames=max_ref_frames, factor=factor, start=start)
+    num_latents = 1 + (num_frames - 1) // factor
+    n_frames = jnp.where(n > 0, 1 + (n - 1) * factor, 0)
+    frame_masks = (jnp.arange(num_frames)[None, :] < n_frames[:, None]).astype(jnp.float32)
+    latent_masks = (jnp.arange(num_latents)[None, :] < n[:, None]).astype(jnp.float32)[:, None, :, None, None]
+    return frame_masks, latent_masks

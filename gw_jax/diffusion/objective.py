@@ -1,0 +1,77 @@
+"""The reference training objective: EDMLoss(sigma_method=3, p_mean=0, p_std=1, use_flow=True, sigma_data=1).
+
+sigma = exp(N(p_mean, p_std)); flow time t = sigma / (1 + sigma); the network sees (1 - t)(x0 + sigma eps)
+= (1 - t) x0 + t eps and predicts v = eps - x0; denoised = (1 - t) x_noisy - t v; loss per sample
+(sigma^2 + 1) / sigma^2 * mean((denoised - x0)^2). Reference latents replace the noisy input unchanged,
+a mask channel marks them, their flow time comes from a tiny augment sigma, and their denoised output is
+overwritten by the reference latents (zero error, but by default they still count in the mean).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+Denoiser = Callable  # model(x (B,C+1,T,H,W), timesteps (B,1,T,1,1), context, fps, padding_mask) -> (B,C,T,H,W)
+
+TRAIN_AUGMENT_SIGMA = 1e-4  # the reference trainer's augment sigma for reference latents
+
+
+def flow_time(sigma):
+    return sigma / (1.0 + sigma)
+
+
+def sample_training_inputs(key: jax.Array, latents_shape, *, p_mean: float = 0.0, p_std: float = 1.0):
+    """(noise like latents, sigma (B, 1)) with log sigma ~ N(p_mean, p_std)."""
+    key_noise, key_sigma = jax.random.split(key)
+    noise = jax.random.normal(key_noise, latents_shape, jnp.float32)
+    sigma = jnp.exp(p_mean + p_std * jax.random.normal(key_sigma, (latents_shape[0], 1), jnp.float32))
+    return noise, sigma
+
+
+def conditioned_model_inputs(noisy_input, cond_latents, cond_mask, t_frames, augment_sigma):
+    """Replaces reference latents, appends the mask channel, gives them the augment flow time.
+
+    noisy_input (B,C,T,H,W) already scaled by c_in; cond_mask (B or 1, 1, T, 1, 1); t_frames
+    broadcastable to (B, 1, T, 1, 1). Returns (x (B, C+1, T, H, W), timesteps (B, 1, T, 1, 1)).
+    """
+    b, _, t, h, w = noisy_input.shape
+    x = cond_mask * cond_latents + (1.0 - cond_mask) * noisy_input
+    mask_channel = jnp.broadcast_to(cond_mask, (b, 1, t, h, w)).astype(x.dtype)
+    timesteps = cond_mask * flow_time(augment_sigma) + (1.0 - cond_mask) * t_frames
+    return jnp.concatenate([x, mask_channel], axis=1), jnp.broadcast_to(timesteps, (b, 1, t, 1, 1))
+
+
+def zero_padding_mask(latents_shape, dtype=jnp.float32):
+    b, _, _, h, w = latents_shape
+    return jnp.zeros((b, 1, 8 * h, 8 * w), dtype)
+
+
+def reference_loss_terms(model: Denoiser, latents, noise, sigma, ref_masks, context, fps, *,
+                         augment_sigma: float = TRAIN_AUGMENT_SIGMA, exclude_reference_from_mean: bool = False):
+    """Everything the reference computes in one training forward (for tests and diagnostics)."""
+    b = latents.shape[0]
+    s = jnp.reshape(sigma, (b, 1, 1, 1, 1)).astype(jnp.float32)
+    t = flow_time(s)
+    noisy = latents + noise * s
+    ref_latents = latents * ref_masks
+    model_input, timesteps = conditioned_model_inputs(noisy * (1.0 - t), ref_latents, ref_masks, t, augment_sigma)
+    pred = model(model_input, timesteps, context, fps, zero_padding_mask(latents.shape, latents.dtype))
+    denoised = (1.0 - t) * noisy - t * pred.astype(jnp.float32)
+    denoised = ref_masks * ref_latents + (1.0 - ref_masks) * denoised
+    squared = jnp.square(denoised - latents)
+    if exclude_reference_from_mean:
+        weight = jnp.broadcast_to(1.0 - ref_masks, squared.shape)
+        per_sample = jnp.sum(squared * weight, axis=(1, 2, 3, 4)) / jnp.maximum(jnp.sum(weight, axis=(1, 2, 3, 4)), 1.0)
+    else:
+        per_sample = jnp.mean(squared, axis=(1, 2, 3, 4))
+    loss_weight = (jnp.square(s) + 1.0) / jnp.square(s)
+    return dict(model_input=model_input, timesteps=timesteps, pred=pred, denoised=denoised,
+                per_sample_loss=loss_weight.reshape(b) * per_sample)
+
+
+def reference_loss(model: Denoiser, latents, noise, sigma, ref_masks, context, fps, **kwargs) -> jax.Array:
+    """Per-sample reference loss (B,) for latents (B,16,T,H,W), sigma (B,1), ref_masks (B,1,T,1,1)."""
+    return reference_loss_terms(model, latents, noise, sigma, ref_masks, context, fps, **kwargs)["per_sample_loss"]

@@ -1,0 +1,184 @@
+"""Objective, masks and samplers: parity with the reference fixture, convergence order, invariants."""
+
+import shutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gw_jax.diffusion import (make_x0_fn, reference_loss, reference_loss_terms, rollout, sample_flow_euler,
+                              sample_flow_heun, sample_ref_masks, sample_reference, sample_res2)
+from gw_jax.models.dit import GigaWorld0DiT
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    return np.load(FIXTURES / "gigaworld0_dit_tiny.npz")
+
+
+@pytest.fixture(scope="module")
+def dit(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("dit")
+    shutil.copy(FIXTURES / "gigaworld0_dit_tiny.json", directory / "config.json")
+    shutil.copy(FIXTURES / "gigaworld0_dit_tiny.safetensors", directory / "diffusion_pytorch_model.safetensors")
+    return GigaWorld0DiT.from_pretrained(directory)
+
+
+def test_loss_matches_reference_with_recorded_prediction(fixture):
+    """The objective alone: a model that checks its inputs and returns the reference's prediction."""
+    f = {k.split("/", 1)[1]: fixture[k] for k in fixture.files if k.startswith("loss/")}
+
+    def recorded_model(x, timesteps, context, fps, padding_mask):
+        np.testing.assert_allclose(x, f["model_input"], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(timesteps, f["timesteps"], rtol=1e-6, atol=1e-9)
+        assert float(fps) == f["meta"][0] and not np.any(padding_mask)
+        return jnp.asarray(f["pred"])
+
+    loss = reference_loss(recorded_model, f["latents"], f["noise"], f["sigma"], f["ref_masks"], f["context"], f["meta"][0])
+    np.testing.assert_allclose(loss, f["per_sample_loss"], rtol=1e-5)
+
+
+def test_loss_matches_reference_with_the_dit(fixture, dit):
+    f = {k.split("/", 1)[1]: fixture[k] for k in fixture.files if k.startswith("loss/")}
+    terms = reference_loss_terms(dit, f["latents"], f["noise"], f["sigma"], f["ref_masks"], f["context"], f["meta"][0])
+    assert np.abs(terms["pred"] - f["pred"]).max() <= 1e-4 * np.abs(f["pred"]).max()
+    np.testing.assert_allclose(terms["per_sample_loss"], f["per_sample_loss"], rtol=1e-4)
+    # excluding reference latents from the mean changes the denominator only
+    excluded = reference_loss(dit, f["latents"], f["noise"], f["sigma"], f["ref_masks"], f["context"], f["meta"][0],
+                              exclude_reference_from_mean=True)
+    t = f["latents"].shape[2]
+    np.testing.assert_allclose(excluded, f["per_sample_loss"] * t / (t - 1), rtol=1e-4)
+
+
+def test_reference_sampler_matches_pipeline_step_for_step(fixture, dit):
+    f = {k.split("/", 1)[1]: fixture[k] for k in fixture.files if k.startswith("sampler/")}
+    steps, guidance, fps, augment, sigma_max, _ = f["meta"]
+    final, trajectory = sample_reference(
+        dit, f["init_latents"], context=f["context"][1:], negative_context=f["context"][:1],
+        cond_latents=f["cond_latents"], cond_mask=f["cond_mask"], fps=float(fps), steps=int(steps),
+        guidance=float(guidance), sigma_max=float(sigma_max), augment_sigma=float(augment))
+    ref = f["trajectory"]
+    assert trajectory.shape == ref.shape
+    for i in range(int(steps)):
+        assert np.abs(np.asarray(trajectory[i]) - ref[i]).max() <= 1e-3 * np.abs(ref[i]).max(), i
+    # returned latents: the last step, with the reference latents re-imposed exactly
+    mask = f["cond_mask"]
+    np.testing.assert_array_equal(final, mask * f["cond_latents"] + (1 - mask) * np.asarray(trajectory[-1]))
+
+
+# ---- closed-form Gaussian data: the exact probability-flow ODE solution is known -------------------
+MU, STD = 0.7, 0.3
+
+
+def _var(t):
+    return (1 - t) ** 2 * STD ** 2 + t ** 2
+
+
+def optimal_velocity_model(x, timesteps, context, fps, padding_mask):
+    """E[eps - x0 | x_t] for x0 ~ N(MU, STD^2), x_t = (1-t) x0 + t eps (ignores the mask channel)."""
+    x_t, t = x[:, :16], timesteps
+    centred = x_t - (1 - t) * MU
+    return t * centred / _var(t) - (MU + (1 - t) * STD ** 2 * centred / _var(t))
+
+
+def exact_flow(x_start, t0, t1):
+    return (1 - t1) * MU + jnp.sqrt(_var(t1) / _var(t0)) * (x_start - (1 - t0) * MU)
+
+
+@pytest.mark.parametrize("sampler,order", [(sample_reference, 1), (sample_res2, 2),
+                                           (sample_flow_euler, 1), (sample_flow_heun, 2)])
+def test_samplers_converge_at_their_order(sampler, order):
+    noise = jax.random.normal(jax.random.key(0), (2, 16, 3, 2, 2))
+    sigma_max, sigma_min = 20.0, 0.002
+    t_max = sigma_max / (1 + sigma_max)
+    errors = []
+    for steps in (16, 32, 64):
+        kw = dict(context=jnp.zeros((1, 3, 8)), steps=steps, sigma_max=sigma_max, guidance=1.0)
+        if sampler in (sample_reference, sample_res2):
+            final, _ = jax.jit(lambda x: sampler(optimal_velocity_model, x, **kw))(noise * sigma_max)
+            t_min = sigma_min / (1 + sigma_min)
+            expected = exact_flow(noise * sigma_max / (1 + sigma_max), t_max, t_min) * (1 + sigma_min)
+        else:
+            final, _ = jax.jit(lambda x: sampler(optimal_velocity_model, x, **kw))(noise)
+            expected = exact_flow(noise * t_max, t_max, 0.0)
+        errors.append(float(jnp.abs(final - expected).max()))
+    measured = np.log2(errors[-2] / errors[-1])
+    assert errors[-1] < errors[0]
+    assert order - 0.25 < measured < order + 0.6, (errors, measured)
+
+
+def _counting_model():
+    calls = {"traces": 0}
+
+    def model(x, timesteps, context, fps, padding_mask):
+        calls["traces"] += 1
+        return 0.1 * x[:, :16] * (1 + context.mean(axis=(1, 2)).reshape(-1, 1, 1, 1, 1)) + timesteps
+
+    return model, calls
+
+
+def test_guidance_zero_equals_unguided_and_cfg_formula():
+    model, _ = _counting_model()
+    x = jax.random.normal(jax.random.key(1), (1, 16, 2, 2, 2)) * 80
+    pos, neg = jnp.ones((1, 3, 4)), -jnp.ones((1, 3, 4))
+    unguided, _ = sample_reference(model, x, context=pos, steps=4, guidance=1.0)
+    zero, _ = sample_reference(model, x, context=pos, negative_context=neg, steps=4, guidance=0.0)
+    np.testing.assert_array_equal(zero, unguided)
+    # g > 1: v = c + g (c - u), and x0 = c_in x - t v
+    x0_fn, params = make_x0_fn(model, context=pos, negative_context=neg, guidance=3.0)
+    sigma = 2.0
+    got = x0_fn(params, x, sigma)
+    plain = lambda ctx: model(*_inputs(x, sigma), ctx, 16.0, None)
+    v = plain(pos) + 3.0 * (plain(pos) - plain(neg))
+    np.testing.assert_allclose(got, x / (1 + sigma) - sigma / (1 + sigma) * v, rtol=1e-6, atol=1e-6)
+
+
+def _inputs(x, sigma):
+    b, _, t, h, w = x.shape
+    xin = jnp.concatenate([x / (1 + sigma), jnp.zeros((b, 1, t, h, w))], axis=1)
+    return xin, jnp.full((b, 1, t, 1, 1), sigma / (1 + sigma))
+
+
+def test_reference_latents_come_out_exactly_and_jit_traces_once():
+    model, calls = _counting_model()
+    cond = jax.random.normal(jax.random.key(2), (1, 16, 3, 2, 2))
+    mask = jnp.array([1.0, 0.0, 0.0]).reshape(1, 1, 3, 1, 1)
+    run = jax.jit(lambda x, c: sample_reference(model, x, context=jnp.ones((1, 2, 4)), cond_latents=c,
+                                                cond_mask=mask, steps=5, guidance=1.0)[0])
+    out = run(jax.random.normal(jax.random.key(3), (1, 16, 3, 2, 2)) * 80, cond)
+    np.testing.assert_array_equal(out[:, :, 0], cond[:, :, 0])
+    traces = calls["traces"]
+    run(jax.random.normal(jax.random.key(4), (1, 16, 3, 2, 2)) * 80, cond + 1)
+    assert calls["traces"] == traces  # second call: no retrace
+    # vmap over seeds
+    keys = jax.random.split(jax.random.key(5), 3)
+    batch = jax.vmap(lambda k: run(jax.random.normal(k, (1, 16, 3, 2, 2)) * 80, cond))(keys)
+    assert batch.shape == (3, 1, 16, 3, 2, 2)
+
+
+def test_masks_follow_the_mask_generator():
+    frame_masks, latent_masks = sample_ref_masks(jax.random.key(0), batch_size=400, num_frames=17,
+                                                 max_ref_frames=9, start=0)
+    n = latent_masks[:, 0, :, 0, 0].sum(-1)
+    assert set(np.unique(n).tolist()) == {0, 1, 2, 3}
+    n_frames = frame_masks.sum(-1)
+    np.testing.assert_array_equal(n_frames, np.where(n > 0, 1 + (n - 1) * 4, 0))
+    # masks are prefixes
+    assert np.all(np.diff(np.asarray(frame_masks), axis=-1) <= 0)
+    _, released = sample_ref_masks(jax.random.key(1), batch_size=8, num_frames=17)  # max 1 frame, start 1
+    np.testing.assert_array_equal(released[:, 0, :, 0, 0].sum(-1), np.ones(8))
+
+
+def test_rollout_stitches_clips():
+    model, _ = _counting_model()
+    reference = jax.random.normal(jax.random.key(6), (1, 16, 1, 2, 2))
+    run = jax.jit(lambda k: rollout(model, reference, k, num_clips=3, clip_frames=4, overlap=2,
+                                    context=jnp.ones((1, 2, 4)), steps=3, guidance=1.0))
+    video = run(jax.random.key(7))
+    assert video.shape == (1, 16, 4 + 2 * 2, 2, 2)
+    np.testing.assert_array_equal(video[:, :, 0], reference[:, :, 0])
+    assert not np.allclose(run(jax.random.key(8)), video)
