@@ -157,15 +157,19 @@ def train(config, workdir: str | Path, *, batches=None, vae=None, max_steps: int
     """
     from tqdm.auto import tqdm
 
-    from gw_jax.train.data import make_batches, make_latent_encoder
-
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if batches is None:
+        from gw_jax.train.data import make_batches
+
         batches = make_batches(config)
     latent_fn, vae_params = (None, None)
     if config.latents == "vae":
-        latent_fn, vae_params = vae if vae is not None else make_latent_encoder(config)
+        if vae is None:
+            from gw_jax.train.data import make_latent_encoder
+
+            vae = make_latent_encoder(config)
+        latent_fn, vae_params = vae
     setup = build_setup(config, latent_fn=latent_fn)
     checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=config.train.max_checkpoints,
                                 async_save=config.train.async_checkpoint)

@@ -71,7 +71,7 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, sched
         ema_params = ema_update(state.ema_params, params, ema_decay(state.step, ema_max_decay))
         metrics = {
             "loss": jnp.mean(losses),
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
             "learning_rate": schedule(state.step),
         }
         new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params)
