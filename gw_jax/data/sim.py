@@ -1,0 +1,293 @@
+"""Simulated robot-arm manipulation episodes (MuJoCo): the project's default data.
+
+An episode: a 6-joint arm with a parallel gripper pushes, picks, or picks and places a cube whose mass,
+friction and damping are random. A scripted policy plans gripper waypoints in Cartesian space and follows
+them with damped-least-squares IK (position + gripper pointing down) on position-servoed joints.
+Written in the seed's layout: ``i.mp4``, ``i.txt`` (prompt) and ``i.npz`` (ground truth: joints, actions,
+camera intrinsics/extrinsics, depth, arm segmentation, object physics).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from gw_jax.data.sim_scene import (ARM_JOINTS, COLOURS, GRIPPER_JOINTS, TABLE_TOP, default_camera,
+                                   scene_xml)
+from gw_jax.errors import UserInputError
+
+TASKS = ("push", "pick", "place")
+ARM_BODIES = ("arm_base", "link1", "link2", "link3", "link4", "link5", "link6", "finger_l", "finger_r")
+HOME = np.array([0.0, 0.9, -1.9, -0.57, 0.0, 0.0])  # gripper down, above the table
+GRIPPER_OPEN, GRIPPER_CLOSED = 0.035, 0.0
+SCHEMA_VERSION = 1
+
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # read when mujoco is first imported: set it before that
+
+
+def _mujoco():
+    import mujoco
+
+    return mujoco
+
+
+def _renderer(mujoco, model, height, width):
+    try:
+        return mujoco.Renderer(model, height, width)
+    except Exception as e:  # no GL context: say what to install
+        raise UserInputError(
+            f"MuJoCo could not open an offscreen GL context (MUJOCO_GL={os.environ.get('MUJOCO_GL')}): {e}. "
+            "Install EGL (apt-get install libegl1 libegl-mesa0 libgl1) or OSMesa (apt-get install libosmesa6) "
+            "and set MUJOCO_GL=egl or MUJOCO_GL=osmesa.") from e
+
+
+def _draw_episode(rng: np.random.Generator, task: str, random_background: bool, distractors: int,
+                  random_camera: bool) -> dict:
+    colour = list(COLOURS)[rng.integers(len(COLOURS))]
+    cube = dict(name="cube", size=0.025, pos=(rng.uniform(-0.18, 0.18), rng.uniform(-0.02, 0.16)),
+                mass=rng.uniform(0.05, 0.4), friction=rng.uniform(0.5, 1.2), damping=rng.uniform(0.0, 0.05),
+                rgba=COLOURS[colour])
+    side = ["left", "right"][rng.integers(2)]
+    target = np.array([(-0.14 if side == "left" else 0.14) + rng.uniform(-0.03, 0.03), rng.uniform(0.0, 0.12)])
+    if abs(target[0] - cube["pos"][0]) < 0.08:
+        target[0] = -target[0]
+        side = "left" if target[0] < 0 else "right"
+    others = [dict(type=["box", "sphere", "cylinder"][rng.integers(3)], size=rng.uniform(0.015, 0.04),
+                   pos=(rng.uniform(-0.45, 0.45), rng.uniform(0.2, 0.4)), rgba=rng.uniform(0, 1, 3))
+              for _ in range(distractors)]
+    prompt = {"push": f"push the {colour} cube to the {side}",
+              "pick": f"pick up the {colour} cube",
+              "place": f"pick up the {colour} cube and place it on the {side}"}[task]
+    return dict(cube=cube, target=target, colour=colour, prompt=prompt, distractors=others,
+                background=tuple(rng.uniform(0.1, 0.9, 3)) if random_background else None,
+                camera=default_camera(rng if random_camera else None))
+
+
+def _waypoints(task: str, cube_xy, target_xy, grip_z):
+    """[(time fraction, xyz, gripper opening)]: the scripted policy's plan."""
+    cx, cy = cube_xy
+    tx, ty = target_xy
+    hover = grip_z + 0.12
+    if task == "push":
+        direction = np.array([tx - cx, ty - cy])
+        direction /= np.linalg.norm(direction) + 1e-9
+        start = np.array([cx, cy]) - 0.07 * direction
+        end = np.array([tx, ty]) - 0.03 * direction
+        return [(0.0, None, GRIPPER_CLOSED), (0.25, (*start, hover), GRIPPER_CLOSED),
+                (0.4, (*start, grip_z + 0.005), GRIPPER_CLOSED), (0.85, (*end, grip_z + 0.005), GRIPPER_CLOSED),
+                (1.0, (*end, hover), GRIPPER_CLOSED)]
+    plan = [(0.0, None, GRIPPER_OPEN), (0.2, (cx, cy, hover), GRIPPER_OPEN), (0.35, (cx, cy, grip_z), GRIPPER_OPEN),
+            (0.45, (cx, cy, grip_z), GRIPPER_CLOSED)]
+    if task == "pick":
+        return plan + [(0.75, (cx, cy, hover + 0.05), GRIPPER_CLOSED), (1.0, (cx, cy, hover + 0.05), GRIPPER_CLOSED)]
+    return plan + [(0.6, (cx, cy, hover), GRIPPER_CLOSED), (0.78, (tx, ty, hover), GRIPPER_CLOSED),
+                   (0.88, (tx, ty, grip_z + 0.01), GRIPPER_CLOSED), (0.93, (tx, ty, grip_z + 0.01), GRIPPER_OPEN),
+                   (1.0, (tx, ty, hover), GRIPPER_OPEN)]
+
+
+def _interpolate(plan, start_xyz, fraction):
+    points = [(t, np.asarray(start_xyz if p is None else p, float), g) for t, p, g in plan]
+    for (t0, p0, g0), (t1, p1, g1) in zip(points, points[1:]):
+        if fraction <= t1:
+            s = 0.5 - 0.5 * np.cos(np.pi * np.clip((fraction - t0) / max(t1 - t0, 1e-9), 0, 1))
+            return p0 + s * (p1 - p0), g1 if s > 0.5 else g0
+    return points[-1][1], points[-1][2]
+
+
+def _arm_pose(q_yaw_pitch_elbow: np.ndarray) -> np.ndarray:
+    """Full 6-joint pose with the wrist pitched so the gripper points straight down."""
+    yaw, pitch, elbow = q_yaw_pitch_elbow
+    return np.array([yaw, pitch, elbow, -np.pi / 2 - pitch - elbow, 0.0, 0.0])
+
+
+def _solve_ik(mujoco, model, scratch, qpos_arm, joint_ids, site_id, target, iters=20, damping=0.03):
+    """Damped least squares for the gripper position over (yaw, shoulder pitch, elbow); the wrist joints
+    follow from the gripper-down constraint (so dq_wrist = -dq_pitch - dq_elbow)."""
+    q = qpos_arm[:3].copy()
+    dof = np.array([model.jnt_dofadr[j] for j in joint_ids])
+    adr = np.array([model.jnt_qposadr[j] for j in joint_ids])
+    low, high = model.jnt_range[joint_ids, 0], model.jnt_range[joint_ids, 1]
+    jac_pos = np.zeros((3, model.nv))
+    coupling = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, -1, -1], [0, 0, 0], [0, 0, 0]], float)
+    for _ in range(iters):
+        scratch.qpos[adr] = _arm_pose(q)
+        mujoco.mj_kinematics(model, scratch)
+        mujoco.mj_comPos(model, scratch)
+        err = target - scratch.site_xpos[site_id]
+        if np.linalg.norm(err) < 1e-4:
+            break
+        mujoco.mj_jacSite(model, scratch, jac_pos, None, site_id)
+        jac = jac_pos[:, dof] @ coupling
+        q = q + jac.T @ np.linalg.solve(jac @ jac.T + damping ** 2 * np.eye(3), err)
+        q = np.clip(q, low[:3], high[:3])
+    return np.clip(_arm_pose(q), low, high)
+
+
+def simulate_episode(seed: int, *, frames: int = 33, height: int = 64, width: int = 64, fps: float = 16.0,
+                     task: str | None = None, tasks=TASKS, random_background: bool = False, distractors: int = 0,
+                     random_camera: bool = False, render_scale: int = 2) -> dict:
+    """One episode as a dict: ``frames`` uint8 (F,H,W,3), ``prompt`` and the ground-truth arrays."""
+    mujoco = _mujoco()
+    rng = np.random.default_rng(seed)
+    task = task or tasks[rng.integers(len(tasks))]
+    if task not in TASKS:
+        raise UserInputError(f"unknown task {task!r}; tasks are {TASKS}")
+    ep = _draw_episode(rng, task, random_background, distractors, random_camera)
+    model = mujoco.MjModel.from_xml_string(scene_xml(rng, objects=[ep["cube"]], background=ep["background"],
+                                                     distractors=ep["distractors"], camera=ep["camera"]))
+    data, scratch = mujoco.MjData(model), mujoco.MjData(model)
+    joint_ids = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, j) for j in ARM_JOINTS]
+    grip_ids = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, j) for j in GRIPPER_JOINTS]
+    arm_adr = np.array([model.jnt_qposadr[j] for j in joint_ids])
+    grip_adr = np.array([model.jnt_qposadr[j] for j in grip_ids])
+    site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "grip")
+    cube_adr = model.jnt_qposadr[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, "cube_free")]
+    data.qpos[arm_adr] = HOME
+    mujoco.mj_forward(model, data)
+    scratch.qpos[:] = data.qpos
+    start_xyz = data.site_xpos[site].copy()
+    plan = _waypoints(task, ep["cube"]["pos"], ep["target"], TABLE_TOP + ep["cube"]["size"])
+
+    renderer = _renderer(mujoco, model, height * render_scale, width * render_scale)
+    arm_geoms = {g for g in range(model.ngeom) if mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY,
+                                                                     model.geom_bodyid[g]) in ARM_BODIES}
+    substeps = max(1, int(round(1.0 / fps / model.opt.timestep)))
+    rgb, depth, mask, joints, actions, cube_pos, grip_pos = [], [], [], [], [], [], []
+    q_target = HOME.copy()
+    for i in range(frames):
+        target_xyz, grip = _interpolate(plan, start_xyz, i / max(frames - 1, 1))
+        q_target = _solve_ik(mujoco, model, scratch, q_target, joint_ids, site, target_xyz)
+        data.ctrl[:6], data.ctrl[6:8] = q_target, grip
+        actions.append(np.concatenate([q_target, [2 * grip]]))
+        joints.append(np.concatenate([data.qpos[arm_adr], [data.qpos[grip_adr].sum()]]))
+        cube_pos.append(data.qpos[cube_adr:cube_adr + 3].copy())
+        grip_pos.append(data.site_xpos[site].copy())
+        rgb.append(_render(renderer, data, "rgb", render_scale))
+        depth.append(_render(renderer, data, "depth", render_scale))
+        seg = _render(renderer, data, "seg", render_scale)
+        mask.append(np.isin(seg, list(arm_geoms)).astype(np.uint8))
+        mujoco.mj_step(model, data, nstep=substeps)
+    renderer.close()
+    camera = ep["camera"]
+    return dict(frames=np.stack(rgb), prompt=ep["prompt"], task=task, seed=seed, fps=float(fps),
+                joints=np.asarray(joints, np.float32), actions=np.asarray(actions, np.float32),
+                joint_names=np.array(ARM_JOINTS + ("gripper",)),
+                intrinsics=camera_intrinsics(camera["fovy"], height, width),
+                extrinsics=camera_extrinsics(camera["pos"], camera["xyaxes"]),
+                depth=np.stack(depth).astype(np.float16), arm_mask=np.stack(mask),
+                object_names=np.array(["cube"]), object_mass=np.array([ep["cube"]["mass"]], np.float32),
+                object_friction=np.array([ep["cube"]["friction"]], np.float32),
+                object_damping=np.array([ep["cube"]["damping"]], np.float32),
+                object_positions=np.asarray(cube_pos, np.float32)[:, None, :],
+                gripper_positions=np.asarray(grip_pos, np.float32),
+                target_xy=np.asarray(ep["target"], np.float32))
+
+
+def _render(renderer, data, kind: str, scale: int) -> np.ndarray:
+    renderer.disable_depth_rendering()
+    renderer.disable_segmentation_rendering()
+    if kind == "depth":
+        renderer.enable_depth_rendering()
+    elif kind == "seg":
+        renderer.enable_segmentation_rendering()
+    renderer.update_scene(data, camera="main")
+    image = renderer.render()
+    if kind == "rgb":  # box-filter downsample: anti-aliased frames at the requested size
+        h, w = image.shape[0] // scale, image.shape[1] // scale
+        return image.reshape(h, scale, w, scale, 3).mean(axis=(1, 3)).round().astype(np.uint8)
+    if kind == "seg":
+        return image[scale // 2::scale, scale // 2::scale, 0]
+    return image[scale // 2::scale, scale // 2::scale]
+
+
+def camera_intrinsics(fovy_deg: float, height: int, width: int) -> np.ndarray:
+    focal = 0.5 * height / np.tan(np.deg2rad(fovy_deg) / 2)
+    return np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]], np.float32)
+
+
+def camera_extrinsics(pos, xyaxes) -> np.ndarray:
+    """World -> camera (OpenCV: x right, y down, z forward) from MuJoCo's camera frame (y up, looks -z)."""
+    x_axis, y_axis = np.asarray(xyaxes[:3]), np.asarray(xyaxes[3:])
+    z_axis = np.cross(x_axis, y_axis)
+    world_from_mujoco_cam = np.stack([x_axis, y_axis, z_axis], axis=1)
+    cv_from_mujoco_cam = np.diag([1.0, -1.0, -1.0])
+    rotation = cv_from_mujoco_cam @ world_from_mujoco_cam.T
+    extrinsics = np.eye(4)
+    extrinsics[:3, :3], extrinsics[:3, 3] = rotation, -rotation @ np.asarray(pos)
+    return extrinsics.astype(np.float32)
+
+
+# ---- datasets in the seed's layout ---------------------------------------------------------------
+def _episode_complete(out_dir: Path, index: int) -> bool:
+    return all((out_dir / f"{index}.{ext}").exists() for ext in ("mp4", "txt", "npz"))
+
+
+def write_episode(out_dir: Path, index: int, episode: dict) -> None:
+    """Writes i.npz, i.txt, then i.mp4, each atomically; the episode counts as complete once all exist."""
+    from gw_jax.data.video import write_video
+
+    arrays = {k: v for k, v in episode.items() if k not in ("frames", "prompt")}
+    tmp = out_dir / f"{index}.tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(out_dir / f"{index}.npz")
+    (out_dir / f"{index}.txt.tmp").write_text(episode["prompt"] + "\n")
+    (out_dir / f"{index}.txt.tmp").replace(out_dir / f"{index}.txt")
+    write_video(out_dir / f"{index}.mp4", episode["frames"], fps=episode["fps"])
+
+
+def _simulate_one(job):
+    out_dir, index, seed, kwargs = job
+    write_episode(Path(out_dir), index, simulate_episode(seed, **kwargs))
+    return index
+
+
+def simulate_dataset(out_dir: str | Path, episodes: int, *, seed: int = 0, workers: int = 1, progress: bool = True,
+                     **kwargs) -> Path:
+    """Simulates episodes 0..N-1 (episode i uses seed ``seed * 100003 + i``); skips complete ones."""
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    height, width = kwargs.get("height", 64), kwargs.get("width", 64)
+    if height % 16 or width % 16 or height <= 0 or width <= 0:
+        raise UserInputError(f"--size {height}x{width}: both sides must be positive multiples of 16")
+    if kwargs.get("frames", 33) < 1:
+        raise UserInputError("--frames must be at least 1")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = [(str(out_dir), i, seed * 100003 + i, kwargs) for i in range(episodes) if not _episode_complete(out_dir, i)]
+    bar = tqdm(total=episodes, initial=episodes - len(todo), desc="sim", disable=not progress)
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for _ in pool.imap_unordered(_simulate_one, todo):
+                bar.update()
+    else:
+        for job in todo:
+            _simulate_one(job)
+            bar.update()
+    bar.close()
+    manifest = dict(schema_version=SCHEMA_VERSION, episodes=episodes, seed=seed,
+                    args={k: v for k, v in kwargs.items()}, layout="i.mp4, i.txt, i.npz")
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+    return out_dir
+
+
+def load_episode(directory: str | Path, index: int) -> dict:
+    """Frames (uint8 F,H,W,3), prompt and every ground-truth array of episode ``index``."""
+    from gw_jax.data.video import read_video
+
+    directory = Path(directory)
+    frames, _ = read_video(directory / f"{index}.mp4")
+    prompt_path = directory / f"{index}.txt"
+    if not prompt_path.is_file():
+        raise UserInputError(f"{prompt_path}: missing prompt file")
+    episode = dict(frames=frames, prompt=prompt_path.read_text().strip())
+    npz = directory / f"{index}.npz"
+    if npz.is_file():
+        with np.load(npz) as data:
+            episode.update({k: data[k] for k in data.files})
+    return episode

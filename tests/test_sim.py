@@ -1,0 +1,64 @@
+"""MuJoCo episodes: layout, ground truth, camera matrices, determinism, errors."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mujoco")
+from gw_jax.data.sim import load_episode, simulate_dataset, simulate_episode  # noqa: E402
+from gw_jax.errors import UserInputError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def push_episode():
+    return simulate_episode(5, frames=13, height=32, width=48, task="push", fps=4)
+
+
+def test_episode_ground_truth(push_episode):
+    e = push_episode
+    f = 13
+    assert e["frames"].shape == (f, 32, 48, 3) and e["frames"].dtype == np.uint8
+    assert e["joints"].shape == (f, 7) and e["actions"].shape == (f, 7) and len(e["joint_names"]) == 7
+    assert e["depth"].shape == (f, 32, 48) and e["arm_mask"].shape == (f, 32, 48)
+    assert np.ptp(e["joints"][:, :6], axis=0).max() > 0.3  # the arm really moves
+    assert 0.01 < e["arm_mask"].mean() < 0.5
+    assert np.linalg.norm(e["object_positions"][-1, 0, :2] - e["object_positions"][0, 0, :2]) > 0.02  # pushed
+    assert "push" in e["prompt"]
+    # arm pixels are nearer than the table behind them on average
+    assert e["depth"][e["arm_mask"] == 1].mean() < e["depth"][e["arm_mask"] == 0].mean()
+
+
+def test_camera_matrices_project_the_gripper_onto_the_arm_mask(push_episode):
+    e = push_episode
+    hits = 0
+    for t in range(len(e["frames"])):
+        world = np.append(e["gripper_positions"][t], 1.0)
+        cam = e["extrinsics"] @ world
+        assert cam[2] > 0  # in front of the camera
+        u, v, _ = e["intrinsics"] @ (cam[:3] / cam[2])
+        row, col = int(round(v - 0.5)), int(round(u - 0.5))
+        window = e["arm_mask"][t, max(row - 2, 0):row + 3, max(col - 2, 0):col + 3]
+        hits += int(window.any())
+    assert hits >= len(e["frames"]) - 1
+
+
+def test_dataset_layout_determinism_and_skip(tmp_path):
+    out = simulate_dataset(tmp_path / "a", 2, seed=3, frames=5, height=32, width=32, progress=False)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["0.mp4", "0.npz", "0.txt", "1.mp4", "1.npz", "1.txt", "manifest.json"]
+    again = simulate_episode(3 * 100003 + 1, frames=5, height=32, width=32)
+    np.testing.assert_array_equal(load_episode(out, 1)["joints"], again["joints"])
+    before = (out / "0.mp4").stat().st_mtime_ns
+    simulate_dataset(out, 2, seed=3, frames=5, height=32, width=32, progress=False)  # complete: skipped
+    assert (out / "0.mp4").stat().st_mtime_ns == before
+
+
+def test_bad_size_is_a_clear_cli_error(tmp_path):
+    with pytest.raises(UserInputError, match="multiples of 16"):
+        simulate_dataset(tmp_path, 1, height=30, width=30)
+    run = subprocess.run([sys.executable, "-m", "gw_jax.cli", "sim", "--out", str(tmp_path / "x"), "--episodes", "1",
+                          "--size", "30"], capture_output=True, text=True)
+    assert run.returncode == 2 and "multiples of 16" in run.stderr
+    assert not (tmp_path / "x").exists()
