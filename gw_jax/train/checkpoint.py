@@ -62,6 +62,13 @@ class Checkpointer:
         ))
         return restored.state, _from_json(restored.data), restored.config
 
+    def restore_config(self, step: int | None = None) -> dict | None:
+        """Only the config saved with ``step`` (default: latest): enough to rebuild the model."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            return None
+        return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+
     def wait(self) -> None:
         self.manager.wait_until_finished()
 
