@@ -48,7 +48,7 @@ def one_step(config, mesh):
 @pytest.mark.parametrize("axes,impl", [
     (dict(data=2, fsdp=2, context=2), "context_ring"),
     (dict(fsdp=2, tensor=2, context=2), "context_allgather"),
-    (dict(data=2, fsdp=4), "xla"),
+    pytest.param(dict(data=2, fsdp=4), "xla", marks=pytest.mark.slow),
 ])
 def test_sharded_step_equals_single_device(axes, impl):
     single = small_config()

@@ -81,7 +81,9 @@ def build_setup(config, mesh: Mesh | None = None, latent_fn=None) -> Setup:
         replicated = NamedSharding(mesh, PartitionSpec())
         buffer_sharding = jax.tree.map(lambda _: replicated, abstract_buffers)
         state_and_buffers = jax.jit(init_everything, out_shardings=(sharding, buffer_sharding))
-        _, buffers = state_and_buffers()  # buffers are small constants (e.g. RoPE tables)
+        # non-trainable buffers are small constants; none at all for the DiT, so abstract meshes (AOT
+        # compiles for TPU topologies from a CPU host) never have to execute anything here
+        buffers = abstract_buffers if not jax.tree.leaves(abstract_buffers) else state_and_buffers()[1]
 
     model_def = ModelDef(graphdef, buffers)
     step = make_train_step(model_def, tx, schedule, config.loss, accum_steps=config.train.accum_steps,

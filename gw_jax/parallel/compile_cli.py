@@ -1,0 +1,133 @@
+"""``gw-jax compile --config configs/gigaworld0_2b.py --topology v5p:4x4x4``: AOT-compile the sharded
+train step for a Cloud TPU topology on this (CPU) host with libtpu, and report per-chip memory.
+
+Needs libtpu (``pip install -e ".[tpu]"``); no TPU is touched. Exit 1 when the step does not fit in HBM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from gw_jax.errors import UserInputError
+
+HBM_GIB = {"v4": 32, "v5p": 95, "v5e": 16, "v5litepod": 16, "v6e": 32}
+# Meshes that fit the 2B model at 61x480x640 (19,200 tokens), global batch 16.
+DEFAULT_MESHES = {"v5p": dict(data=1, fsdp=16, context=-1, tensor=1),
+                  "v5e": dict(data=1, fsdp=16, context=-1, tensor=1),
+                  "v6e": dict(data=1, fsdp=16, context=-1, tensor=1)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--topology", required=True, help="e.g. v5p:4x4x4 (64 chips), v5e:16x16 (256 chips)")
+    parser.add_argument("--mesh", default="", help="axis sizes, e.g. fsdp=16,context=4 (default per chip)")
+    parser.add_argument("--json", default=None, help="also write the report as JSON")
+
+
+def tpu_devices(topology: str):
+    try:
+        from jax.experimental import topologies
+    except ImportError as e:
+        raise UserInputError(f"jax.experimental.topologies unavailable: {e}") from e
+    try:
+        desc = topologies.get_topology_desc(platform="tpu", topology_name=topology, chip_config_name="default",
+                                            chips_per_host_bounds=(2, 2, 1), num_slices=1)
+    except Exception as e:
+        raise UserInputError(f"--topology {topology}: cannot build it ({type(e).__name__}: {e}); "
+                             "is libtpu installed (pip install -e '.[tpu]')?") from e
+    return desc.devices
+
+
+def parse_mesh(text: str) -> dict:
+    sizes = {}
+    for item in filter(None, text.split(",")):
+        name, _, value = item.partition("=")
+        try:
+            sizes[name.strip()] = int(value)
+        except ValueError:
+            raise UserInputError(f"--mesh {text!r}: expected axis=size pairs, e.g. fsdp=16,context=4") from None
+    return sizes
+
+
+def model_flops_per_step(config, tokens_per_sample: int, params: int) -> float:
+    """6 * params * tokens (matmuls, fwd + bwd) + attention (12 * L^2 * D per block, fwd + bwd)."""
+    batch = config.train.global_batch_size
+    d, blocks = config.model.model_channels, config.model.num_blocks
+    attention = 12.0 * tokens_per_sample ** 2 * d * blocks
+    return batch * (6.0 * params * tokens_per_sample + attention)
+
+
+def compile_report(config, topology: str, mesh_sizes: dict | None = None) -> dict:
+    import jax
+    import numpy as np
+
+    from gw_jax.parallel.mesh import describe, make_mesh
+    from gw_jax.train.loop import build_setup, jit_train_step
+
+    devices = tpu_devices(topology)
+    chip = topology.split(":")[0].lower()
+    sizes = mesh_sizes or DEFAULT_MESHES.get(chip, dict(config.mesh.axes))
+    mesh = make_mesh(sizes, devices=devices)
+    t0 = time.perf_counter()
+    setup = build_setup(config, mesh=mesh)
+    frames, height, width = config.data.num_frames, config.data.height, config.data.width
+    latent = (1 + (frames - 1) // 4, height // 8, width // 8)
+    b = config.train.global_batch_size
+    batch = {
+        "latents": np.zeros((b, config.model.out_channels) + latent, np.float32),
+        "text_emb": np.zeros((b, 512, config.model.crossattn_emb_channels), np.float32),
+        "fps": np.zeros((b,), np.float32),
+    }
+    step = jit_train_step(setup, batch)
+    abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                  setup.abstract_state, setup.state_sharding)
+    from gw_jax.parallel.mesh import batch_sharding
+
+    abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding(mesh, v.ndim))
+                      for k, v in batch.items()}
+    key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
+    compiled = step.lower(abstract_state, abstract_batch, key, None).compile()
+    seconds = time.perf_counter() - t0
+    memory = compiled.memory_analysis()
+    gib = 1 / 2 ** 30
+    per_chip = {"arguments_gib": memory.argument_size_in_bytes * gib, "outputs_gib": memory.output_size_in_bytes * gib,
+                "temporaries_gib": memory.temp_size_in_bytes * gib,
+                "aliased_gib": getattr(memory, "alias_size_in_bytes", 0) * gib}
+    peak = per_chip["arguments_gib"] + per_chip["temporaries_gib"] + per_chip["outputs_gib"] - per_chip["aliased_gib"]
+    params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(setup.abstract_state.params))
+    tokens = latent[0] // config.model.patch_temporal * (latent[1] // config.model.patch_spatial) * (
+        latent[2] // config.model.patch_spatial)
+    hbm = HBM_GIB.get(chip)
+    return dict(topology=topology, chips=len(devices), mesh=describe(mesh), compile_s=round(seconds, 1),
+                params=params, tokens_per_sample=tokens, global_batch=b, per_chip=per_chip,
+                peak_estimate_gib=peak, hbm_gib=hbm, fits=(hbm is None or peak < 0.95 * hbm),
+                model_flops_per_step=model_flops_per_step(config, tokens, params))
+
+
+def run(args) -> int:
+    import jax
+
+    from gw_jax.config import load_config
+
+    # Only libtpu's compiler is needed; keep JAX's own backend on the host CPU (no TPU probing).
+    jax.config.update("jax_platforms", "cpu")
+
+    config = load_config(args.config, args.config_overrides)
+    report = compile_report(config, args.topology, parse_mesh(args.mesh) or None)
+    m = report["per_chip"]
+    print(f"{report['topology']} ({report['chips']} chips), mesh {report['mesh']}, compiled in {report['compile_s']}s")
+    print(f"  params {report['params'] / 1e9:.3f}B, {report['tokens_per_sample']} tokens/sample, batch {report['global_batch']}")
+    print(f"  per chip: arguments {m['arguments_gib']:.2f} GiB, temporaries {m['temporaries_gib']:.2f} GiB, "
+          f"outputs {m['outputs_gib']:.2f} GiB (aliased {m['aliased_gib']:.2f}) -> peak ~{report['peak_estimate_gib']:.2f} GiB"
+          f" of {report['hbm_gib']} GiB HBM")
+    print(f"  model FLOPs per step {report['model_flops_per_step']:.3e}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    if not report["fits"]:
+        print(f"does NOT fit: peak {report['peak_estimate_gib']:.1f} GiB > 95% of {report['hbm_gib']} GiB; "
+              "use more fsdp/context, remat, or a smaller batch")
+        return 1
+    return 0

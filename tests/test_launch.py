@@ -1,0 +1,36 @@
+"""launch/tpu_train.sh: the dry run prints every command (create, copy, install, train on all workers)."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parents[1] / "launch" / "tpu_train.sh"
+
+
+def run(*args):
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
+                          cwd=SCRIPT.parents[1])
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_dry_run_prints_every_command_and_runs_none():
+    result = run("--name", "gw", "--zone", "us-east5-a", "--type", "v5p-64", "--bucket", "gs://b/run",
+                 "--config", "configs/gigaworld0_2b.py", "--spot", "--dry-run", "--", "--config.train.num_steps=7")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("+ ")]
+    assert "tpu-vm create gw" in lines[0] and "--accelerator-type v5p-64" in lines[0] and "--spot" in lines[0]
+    assert any("scp" in line and "--worker=all" in line for line in lines)
+    install = [line for line in lines if "pip" in line]
+    assert install and "--worker=all" in install[0] and "tpu" in install[0]
+    train = lines[-1]
+    assert "--worker=all" in train and "gw-jax\\ train" in train and "gs://b/run" in train
+    assert "num_steps=7" in train
+
+
+def test_missing_or_bad_arguments_exit_2():
+    assert run("--name", "gw", "--dry-run").returncode == 2
+    bad_bucket = run("--name", "gw", "--zone", "z", "--type", "v5p-64", "--bucket", "/local", "--config",
+                     "configs/gigaworld0_2b.py", "--dry-run")
+    assert bad_bucket.returncode == 2 and "gs://" in bad_bucket.stderr
