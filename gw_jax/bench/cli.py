@@ -1,0 +1,28 @@
+"""``gw-jax bench dit [--preset cpu|2b] [--json PATH]``: JAX vs PyTorch throughput, one run, one table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from gw_jax.errors import UserInputError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("what", choices=["dit", "vae", "sample", "data"])
+    parser.add_argument("--preset", default="cpu", choices=["cpu", "2b"])
+    parser.add_argument("--no-torch-compile", action="store_true")
+    parser.add_argument("--json", default=None, help="also write the results as JSON")
+
+
+def run(args) -> int:
+    if args.what != "dit":
+        raise UserInputError(f"bench {args.what}: not implemented yet (only `gw-jax bench dit`)")
+    from gw_jax.bench.dit_bench import markdown_table, run_dit_bench
+
+    report = run_dit_bench(args.preset, torch_compile=not args.no_torch_compile)
+    print(markdown_table(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    return 0

@@ -1,0 +1,167 @@
+"""JAX vs PyTorch throughput of the GigaWorld-0 DiT: forward and train step (fwd + bwd + AdamW).
+
+The PyTorch side is diffusers' ``CosmosTransformer3DModel`` (the Cosmos-Predict2 architecture
+GigaWorld-0 uses) set to the same dimensions, eager and ``torch.compile``. Warm-up and compilation are
+timed separately; steady-state numbers are medians of repeated runs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+PRESETS = {
+    # fits this 2-core CPU in a couple of minutes
+    "cpu": dict(model_channels=256, num_blocks=4, num_heads=4, crossattn=64, adaln=32, batch=2, frames=4,
+                height=16, width=16, text_len=16, repeats=5),
+    # the released 2B shape at 61x480x640 (16x60x80 latents): for a GPU/TPU
+    "2b": dict(model_channels=2048, num_blocks=28, num_heads=16, crossattn=1024, adaln=256, batch=1, frames=16,
+               height=60, width=80, text_len=512, repeats=10),
+}
+
+
+def _median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def model_flops(p: dict, params: int, train: bool) -> float:
+    tokens = p["frames"] * (p["height"] // 2) * (p["width"] // 2)
+    forward = 2 * params * tokens + 4 * tokens ** 2 * p["model_channels"] * p["num_blocks"]
+    return p["batch"] * forward * (3 if train else 1)
+
+
+def bench_jax(p: dict, dtype: str = "float32") -> dict:
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    from gw_jax.models.dit import GigaWorld0DiT
+
+    model = GigaWorld0DiT(max_img_h=p["height"], max_img_w=p["width"], max_frames=p["frames"], in_channels=17,
+                          out_channels=16, patch_spatial=2, patch_temporal=1, model_channels=p["model_channels"],
+                          num_blocks=p["num_blocks"], num_heads=p["num_heads"], crossattn_emb_channels=p["crossattn"],
+                          adaln_lora_dim=p["adaln"], dtype=dtype, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    rng = np.random.default_rng(0)
+    b, t, h, w = p["batch"], p["frames"], p["height"], p["width"]
+    x = jnp.asarray(rng.normal(size=(b, 17, t, h, w)), jnp.float32)
+    ts = jnp.asarray(rng.uniform(size=(b, 1, t, 1, 1)), jnp.float32)
+    ctx = jnp.asarray(rng.normal(size=(b, p["text_len"], p["crossattn"])), jnp.float32)
+    pad = jnp.zeros((b, 1, 8 * h, 8 * w))
+
+    def forward(params_):
+        return nnx.merge(graphdef, params_)(x, ts, ctx, 16.0, pad)
+
+    tx = optax.adamw(1e-4)
+
+    def train_step(params_, opt_state):
+        loss, grads = jax.value_and_grad(lambda q: jnp.mean(forward(q) ** 2))(params_)
+        updates, opt_state = tx.update(grads, opt_state, params_)
+        return optax.apply_updates(params_, updates), opt_state, loss
+
+    result = {"params": sum(int(np.prod(v.shape)) for v in jax.tree.leaves(params))}
+    start = time.perf_counter()
+    fwd = jax.jit(forward).lower(params).compile()
+    result["forward_compile_s"] = time.perf_counter() - start
+    fwd(params).block_until_ready()
+    result["forward_s"] = _median_time(lambda: fwd(params).block_until_ready(), p["repeats"])
+    opt_state = tx.init(params)
+    start = time.perf_counter()
+    step = jax.jit(train_step, donate_argnums=(0, 1)).lower(params, opt_state).compile()
+    result["train_compile_s"] = time.perf_counter() - start
+    state = {"params": params, "opt": opt_state}
+
+    def one_step():
+        state["params"], state["opt"], loss = step(state["params"], state["opt"])
+        loss.block_until_ready()
+
+    one_step()
+    result["train_step_s"] = _median_time(one_step, p["repeats"])
+    return result
+
+
+def bench_torch(p: dict, compile_model: bool) -> dict | None:
+    try:
+        import torch
+        from diffusers import CosmosTransformer3DModel
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    model = CosmosTransformer3DModel(
+        in_channels=17, out_channels=16, num_attention_heads=p["num_heads"],
+        attention_head_dim=p["model_channels"] // p["num_heads"], num_layers=p["num_blocks"],
+        text_embed_dim=p["crossattn"], adaln_lora_dim=p["adaln"], max_size=(p["frames"], p["height"], p["width"]),
+        patch_size=(1, 2, 2), rope_scale=(1.0, 1.0, 1.0), concat_padding_mask=True, extra_pos_embed_type=None)
+    b, t, h, w = p["batch"], p["frames"], p["height"], p["width"]
+    x = torch.randn(b, 17, t, h, w)
+    ts = torch.rand(b)
+    ctx = torch.randn(b, p["text_len"], p["crossattn"])
+    pad = torch.zeros(b, 1, 8 * h, 8 * w)
+    run = torch.compile(model) if compile_model else model
+
+    def forward():
+        return run(x, ts, ctx, fps=16, padding_mask=pad, return_dict=False)[0]
+
+    result = {"params": sum(q.numel() for q in model.parameters())}
+    with torch.no_grad():
+        start = time.perf_counter()
+        forward()
+        result["forward_compile_s"] = time.perf_counter() - start if compile_model else 0.0
+        result["forward_s"] = _median_time(forward, p["repeats"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def train_step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = forward().pow(2).mean()
+        loss.backward()
+        optimizer.step()
+
+    start = time.perf_counter()
+    train_step()
+    result["train_compile_s"] = time.perf_counter() - start if compile_model else 0.0
+    result["train_step_s"] = _median_time(train_step, p["repeats"])
+    return result
+
+
+def run_dit_bench(preset: str = "cpu", *, torch_compile: bool = True) -> dict:
+    import jax
+
+    p = dict(PRESETS[preset])
+    rows = {"jax (XLA, jit)": bench_jax(p)}
+    eager = bench_torch(p, compile_model=False)
+    if eager is not None:
+        rows["pytorch eager"] = eager
+        if torch_compile:
+            try:
+                rows["pytorch torch.compile"] = bench_torch(p, compile_model=True)
+            except Exception as e:  # inductor needs a C++ toolchain; report instead of failing the bench
+                rows["pytorch torch.compile"] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+    for row in rows.values():
+        if "params" in row:
+            row["forward_tflops_per_s"] = model_flops(p, row["params"], False) / row["forward_s"] / 1e12
+            row["train_tflops_per_s"] = model_flops(p, row["params"], True) / row["train_step_s"] / 1e12
+    return dict(preset=preset, shape=p, device=str(jax.devices()[0]), rows=rows)
+
+
+def markdown_table(report: dict) -> str:
+    rows = report["rows"]
+    base = rows["jax (XLA, jit)"]
+    lines = [f"DiT bench, preset `{report['preset']}` on {report['device']}: {report['shape']}", "",
+             "| implementation | params | forward (s) | train step (s) | compile fwd / train (s) | "
+             "JAX speed-up fwd / train |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, r in rows.items():
+        if "error" in r:
+            lines.append(f"| {name} | - | - | - | {r['error']} | - |")
+            continue
+        lines.append(f"| {name} | {r['params']:,} | {r['forward_s']:.4f} | {r['train_step_s']:.4f} | "
+                     f"{r['forward_compile_s']:.1f} / {r['train_compile_s']:.1f} | "
+                     f"{r['forward_s'] / base['forward_s']:.2f}x / {r['train_step_s'] / base['train_step_s']:.2f}x |")
+    return "\n".join(lines)
