@@ -10,7 +10,7 @@ from gw_jax.errors import UserInputError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("what", choices=["dit", "vae", "sample", "data"])
-    parser.add_argument("--preset", default="cpu", choices=["cpu", "2b"])
+    parser.add_argument("--preset", default="cpu", choices=["tiny", "cpu", "2b"])
     parser.add_argument("--no-torch-compile", action="store_true")
     parser.add_argument("--json", default=None, help="also write the results as JSON")
 
