@@ -50,6 +50,8 @@ def read_safetensors(file: Path) -> dict[str, np.ndarray]:
     try:
         with open(file, "rb") as f:
             header_size = int.from_bytes(f.read(8), "little")
+            if not 0 < header_size <= min(file.stat().st_size - 8, 100 * 2**20):
+                raise ValueError(f"header size {header_size} does not fit the file")
             header = json.loads(f.read(header_size))
         data = np.memmap(file, dtype=np.uint8, mode="r", offset=8 + header_size)
         tensors = {}
@@ -61,7 +63,7 @@ def read_safetensors(file: Path) -> dict[str, np.ndarray]:
             begin, end = info["data_offsets"]
             tensors[key] = np.frombuffer(data[begin:end], dtype=dtype).reshape(info["shape"])
         return tensors
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserInputError(f"{file}: unreadable safetensors file ({type(e).__name__}: {e})") from e
 
 
