@@ -54,13 +54,25 @@ def test_loss_matches_reference_with_the_dit(fixture, dit):
     np.testing.assert_allclose(excluded, f["per_sample_loss"] * t / (t - 1), rtol=1e-4)
 
 
-def test_reference_sampler_matches_pipeline_step_for_step(fixture, dit):
-    f = {k.split("/", 1)[1]: fixture[k] for k in fixture.files if k.startswith("sampler/")}
+def load_dit(name, directory):
+    directory.mkdir()
+    shutil.copy(FIXTURES / f"{name}.json", directory / "config.json")
+    shutil.copy(FIXTURES / f"{name}.safetensors", directory / "diffusion_pytorch_model.safetensors")
+    return GigaWorld0DiT.from_pretrained(directory)
+
+
+@pytest.mark.parametrize("name,prefix", [("gigaworld0_dit_tiny", "sampler"),  # shared fixture
+                                         ("heldout_dit_hd24_ntk", "sampler_a"),  # 9 steps, g 4.5, 2 ref latents
+                                         ("heldout_dit_hd24_ntk", "sampler_b")])  # 5 steps, g 1 (no CFG)
+def test_reference_sampler_matches_pipeline_step_for_step(name, prefix, tmp_path):
+    data = np.load(FIXTURES / f"{name}.npz")
+    f = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(f"{prefix}/")}
     steps, guidance, fps, augment, sigma_max, _ = f["meta"]
     final, trajectory = sample_reference(
-        dit, f["init_latents"], context=f["context"][1:], negative_context=f["context"][:1],
-        cond_latents=f["cond_latents"], cond_mask=f["cond_mask"], fps=float(fps), steps=int(steps),
-        guidance=float(guidance), sigma_max=float(sigma_max), augment_sigma=float(augment))
+        load_dit(name, tmp_path / "dit"), f["init_latents"], context=f["context"][1:],
+        negative_context=f["context"][:1], cond_latents=f["cond_latents"], cond_mask=f["cond_mask"],
+        fps=float(fps), steps=int(steps), guidance=float(guidance), sigma_max=float(sigma_max),
+        augment_sigma=float(augment))
     ref = f["trajectory"]
     assert trajectory.shape == ref.shape
     for i in range(int(steps)):

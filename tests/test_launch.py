@@ -34,3 +34,16 @@ def test_missing_or_bad_arguments_exit_2():
     bad_bucket = run("--name", "gw", "--zone", "z", "--type", "v5p-64", "--bucket", "/local", "--config",
                      "configs/gigaworld0_2b.py", "--dry-run")
     assert bad_bucket.returncode == 2 and "gs://" in bad_bucket.stderr
+
+
+def test_gpu_launcher_dry_run_gives_each_host_its_process_id(tmp_path):
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("gpu-a\n# comment\ngpu-b\n")
+    result = subprocess.run(["bash", str(SCRIPT.with_name("gpu_train.sh")), "--hosts", str(hosts), "--config",
+                             "configs/tiny.py", "--workdir", "/shared/run", "--dry-run"],
+                            capture_output=True, text=True, cwd=SCRIPT.parents[1])
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("+ ssh")]
+    assert len(lines) == 2 and "gpu-a" in lines[0] and "gpu-b" in lines[1]
+    assert "GW_JAX_PROCESS_ID=0" in lines[0] and "GW_JAX_PROCESS_ID=1" in lines[1]
+    assert all("GW_JAX_COORDINATOR=gpu-a:8476" in line and "GW_JAX_NUM_PROCESSES=2" in line for line in lines)

@@ -15,7 +15,7 @@ from gw_jax.errors import UserInputError
 HBM_GIB = {"v4": 32, "v5p": 95, "v5e": 16, "v5litepod": 16, "v6e": 32}
 # Meshes that fit the 2B model at 61x480x640 (19,200 tokens), global batch 16.
 DEFAULT_MESHES = {"v5p": dict(data=1, fsdp=16, context=-1, tensor=1),
-                  "v5e": dict(data=1, fsdp=16, context=-1, tensor=2),
+                  "v5e": dict(data=1, fsdp=16, context=-1, tensor=4),
                   "v6e": dict(data=1, fsdp=16, context=-1, tensor=1)}
 
 

@@ -63,12 +63,49 @@ class ArrayBatches:
 
 
 def make_batches(config):
-    """The Grain loader over ``config.data.packed_dir`` (per-process share of the global batch)."""
-    from gw_jax.data import make_loader
+    """Per-process batches for ``gw-jax train``.
 
+    ``config.data.raw_dir``: episodes in the seed's layout (i.mp4 + i.txt), encoded once with the
+    config's codec and text encoder into in-memory latents; ``config.data.packed_dir``: the packed
+    TFRecords through the Grain loader.
+    """
+    if config.data.get("raw_dir"):
+        return _batches_from_raw_episodes(config)
     if not config.data.packed_dir:
-        raise UserInputError("--config.data.packed_dir is empty: point it at the output of `gw-jax pack`")
+        raise UserInputError("set --config.data.raw_dir (episodes: i.mp4 + i.txt) or --config.data.packed_dir")
+    try:
+        from gw_jax.data import make_loader
+    except ImportError:
+        raise UserInputError("the packed-TFRecord Grain loader is not available in this build; "
+                             "train from episodes with --config.data.raw_dir=DIR") from None
     local_batch = config.train.global_batch_size // jax.process_count()
     return make_loader(config.data.packed_dir, batch_size=local_batch, num_frames=config.data.num_frames,
                        height=config.data.height, width=config.data.width, seed=config.seed,
                        worker_count=config.data.worker_count)
+
+
+def _batches_from_raw_episodes(config) -> ArrayBatches:
+    from pathlib import Path
+
+    import jax.numpy as jnp
+
+    from gw_jax.demo import load_clips
+    from gw_jax.diffusion.sample_cli import load_codec, load_text_encoder
+
+    if config.latents != "precomputed":
+        raise UserInputError("--config.data.raw_dir needs --config.latents=precomputed (encoded once up front)")
+    directory = Path(config.data.raw_dir)
+    count = len(list(directory.glob("*.mp4")))
+    if count == 0:
+        raise UserInputError(f"--config.data.raw_dir {directory}: no episodes (i.mp4 + i.txt) found")
+    codec, text = load_codec(config), load_text_encoder(config)
+    clips = load_clips(directory, count, config.data.num_frames, text)
+    latents = np.asarray(codec.encode(jnp.asarray(clips["video"])))
+    return ArrayBatches(dict(latents=latents, text_emb=clips["text_emb"], fps=clips["fps"]),
+                        config.train.global_batch_size, seed=config.seed)
+
+
+def make_latent_encoder(config):
+    """(latent_fn, vae_params) for ``config.latents == "vae"``: needs the Wan VAE port."""
+    raise UserInputError("--config.latents=vae needs the Wan2.1 VAE, which is not ported yet; "
+                         "use --config.latents=precomputed")

@@ -14,6 +14,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict(dict(
         packed_dir="",  # output of `gw-jax pack`
+        raw_dir="",  # or episodes in the seed's layout (i.mp4 + i.txt), encoded once in memory
         num_frames=17,  # 1 + 4k frames -> 1 + k latent frames
         height=64, width=64, fps=16.0,
         worker_count=0,  # Grain worker processes (0: decode in the main process)
