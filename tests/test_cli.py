@@ -21,7 +21,7 @@ def test_sim_train_resume_sample(tmp_path):
     episodes, workdir = tmp_path / "episodes", tmp_path / "run"
     gw_jax("sim", "--out", episodes, "--episodes", 4, "--frames", 9, "--size", 32)
     overrides = ["--config.data.raw_dir=" + str(episodes), "--config.data.height=32", "--config.data.width=32",
-                 "--config.data.num_frames=5", "--config.train.global_batch_size=2", "--config.train.num_steps=4",
+                 "--config.data.num_frames=5", "--config.train.global_batch_size=8", "--config.train.num_steps=4",
                  "--config.train.log_every=1", "--config.train.checkpoint_every=2", "--config.model.num_blocks=1"]
     gw_jax("train", "--config", "configs/demo.py", "--workdir", workdir, "--max-steps", 2, "--no-progress", *overrides)
     second = gw_jax("train", "--config", "configs/demo.py", "--workdir", workdir, "--no-progress", *overrides)
@@ -50,3 +50,6 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path):
                     check=False)
     assert sample.returncode == 2 and "no checkpoints" in sample.stderr
     assert gw_jax("nonsense", check=False).returncode == 2
+    batch = gw_jax("train", "--config", "configs/demo.py", "--workdir", tmp_path / "w", "--config.data.raw_dir=/nope",
+                   "--config.train.global_batch_size=3", check=False)
+    assert batch.returncode == 2 and "global_batch_size=3" in batch.stderr

@@ -161,10 +161,6 @@ def train(config, workdir: str | Path, *, batches=None, vae=None, max_steps: int
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    if batches is None:
-        from gw_jax.train.data import make_batches
-
-        batches = make_batches(config)
     latent_fn, vae_params = (None, None)
     if config.latents == "vae":
         if vae is None:
@@ -173,6 +169,11 @@ def train(config, workdir: str | Path, *, batches=None, vae=None, max_steps: int
             vae = make_latent_encoder(config)
         latent_fn, vae_params = vae
     setup = build_setup(config, latent_fn=latent_fn)
+    check_batch_layout(config, setup.mesh)
+    if batches is None:
+        from gw_jax.train.data import make_batches
+
+        batches = make_batches(config)
     checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=config.train.max_checkpoints,
                                 async_save=config.train.async_checkpoint)
     restored = checkpointer.restore(abstract_with_shardings(setup.abstract_state, setup.state_sharding))
@@ -228,6 +229,17 @@ def train(config, workdir: str | Path, *, batches=None, vae=None, max_steps: int
     checkpointer.close()
     metrics_writer.close()
     return TrainResult(state=state, model_def=setup.model_def, losses=losses, stopped_early=stopped_early)
+
+
+def check_batch_layout(config, mesh: Mesh) -> None:
+    """The global batch splits into accumulation micro-batches, each split over data x fsdp devices."""
+    from gw_jax.errors import UserInputError
+
+    batch, accum = int(config.train.global_batch_size), int(config.train.accum_steps)
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if batch % accum or (batch // accum) % shards:
+        raise UserInputError(f"--config.train.global_batch_size={batch} must split into accum_steps={accum} "
+                             f"micro-batches divisible by data x fsdp = {shards} devices")
 
 
 def _tokens(batch: dict, config) -> float:
