@@ -105,3 +105,29 @@ def test_checkpoint_restores_onto_another_mesh(tmp_path):
     assert kernel.sharding.spec == P(None, None, "tensor")
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state_a)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+class _PreemptedBatches(ArrayBatches):
+    """Sends this process SIGTERM when the batch for step ``at`` is drawn (like a TPU preemption)."""
+
+    def __init__(self, *args, at: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.at = at
+
+    def __next__(self):
+        if self.position == self.at:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().__next__()
+
+
+def test_sigterm_saves_a_checkpoint_and_returns(tmp_path):
+    config = small_config(data=8)
+    config.train.checkpoint_every = 100
+    result = train(config, tmp_path, batches=_PreemptedBatches(latent_dataset(), 8, seed=1, at=3), progress=False)
+    assert result.stopped_early
+    saved = Checkpointer(tmp_path / "checkpoints").latest_step()
+    # the signal arrived while the 4th batch was drawn: that step finished, was saved, and the run returned
+    assert saved == int(result.state.step) == 4 < config.train.num_steps
