@@ -45,7 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         _top_parser().parse_args(argv[:1] or ["--help"])  # prints help / error and exits
     name, rest = argv[0], argv[1:]
     module_name, help_text = COMMANDS[name]
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name is None or not module_name.startswith(e.name):  # a dependency, not the command, is missing
+            raise
+        print(f"gw-jax {name}: not available in this build yet ({help_text})", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(prog=f"gw-jax {name}", description=help_text)
     module.add_arguments(parser)
     # Config overrides (--config.a.b=value) are collected for any command that takes --config.
