@@ -26,3 +26,15 @@ def test_compile_for_a_small_tpu_topology():
     report = compile_report(config, "v5e:2x2", dict(fsdp=2, context=2))
     assert report["chips"] == 4 and report["fits"]
     assert 0 < report["per_chip"]["temporaries_gib"] < 1
+
+
+def test_vae_bench_times_both_frameworks_and_reports_memory():
+    pytest.importorskip("diffusers")
+    from gw_jax.bench import vae_bench
+
+    report = vae_bench.run_vae_bench("tiny")
+    assert report["max_rel_diff_latents"] < 1e-4  # both frameworks ran the same weights
+    assert report["jax"]["encode_s"] > 0 and report["torch"]["decode_s"] > 0
+    memory = report["compiled_memory"]
+    assert memory["encode"]["temporaries_gib"] > 0 and memory["decode"]["gflops"] > 0
+    assert "JAX speed-up" in vae_bench.markdown_table(report)

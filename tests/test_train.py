@@ -131,3 +131,29 @@ def test_sigterm_saves_a_checkpoint_and_returns(tmp_path):
     saved = Checkpointer(tmp_path / "checkpoints").latest_step()
     # the signal arrived while the 4th batch was drawn: that step finished, was saved, and the run returned
     assert saved == int(result.state.step) == 4 < config.train.num_steps
+
+
+@pytest.mark.slow  # ~70 s: compiles the sharded step with a VAE inside
+def test_vae_inside_the_step_equals_precomputed_latents():
+    """latents="vae" (clips encoded in the jitted, sharded step) == the same VAE's latents fed in."""
+    from gw_jax.models.vae import WanLatentCodec, vae_from_config
+
+    config = small_config(data=2, fsdp=4)
+    config.vae.update(dict(base_dim=4, z_dim=16, dim_mult=(1, 2, 2, 2), num_res_blocks=1))
+    codec = WanLatentCodec(vae_from_config(config.vae))
+    rng = np.random.default_rng(0)
+    clips = dict(video=rng.uniform(-1, 1, (8, 3, 9, 32, 32)).astype(np.float32),
+                 text_emb=rng.normal(size=(8, 5, 16)).astype(np.float32), fps=np.full((8,), 16.0, np.float32))
+    latents = dict(clips, latents=np.asarray(codec.encode(jnp.asarray(clips["video"]))))
+    del latents["video"]
+    assert latents["latents"].shape == (8, 16, 3, 4, 4)
+    mesh = make_mesh(dict(config.mesh.axes))
+    results = []
+    for mode, batch_np, vae_params in (("precomputed", latents, None), ("vae", clips, codec.latent_fn()[1])):
+        config.latents = mode
+        setup = build_setup(config, mesh=mesh, latent_fn=codec.latent_fn()[0] if mode == "vae" else None)
+        step = jit_train_step(setup, batch_np, vae_params)
+        _, metrics = step(setup.init_state(), global_batch(mesh, batch_np), jax.random.key(3), vae_params)
+        results.append(jax.device_get(metrics))
+    np.testing.assert_allclose(results[1]["loss"], results[0]["loss"], rtol=1e-5)
+    np.testing.assert_allclose(results[1]["grad_norm"], results[0]["grad_norm"], rtol=1e-4)

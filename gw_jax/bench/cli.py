@@ -1,4 +1,4 @@
-"""``gw-jax bench dit [--preset cpu|2b] [--json PATH]``: JAX vs PyTorch throughput, one run, one table."""
+"""``gw-jax bench dit|vae [--preset tiny|cpu|2b] [--json PATH]``: JAX vs PyTorch, one run, one table."""
 
 from __future__ import annotations
 
@@ -12,15 +12,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("what", choices=["dit", "vae", "sample", "data"])
     parser.add_argument("--preset", default="cpu", choices=["tiny", "cpu", "2b"])
     parser.add_argument("--no-torch-compile", action="store_true")
+    parser.add_argument("--no-memory", action="store_true", help="vae: skip the ahead-of-time memory report")
     parser.add_argument("--json", default=None, help="also write the results as JSON")
 
 
 def run(args) -> int:
-    if args.what != "dit":
-        raise UserInputError(f"bench {args.what}: not implemented yet (only `gw-jax bench dit`)")
-    from gw_jax.bench.dit_bench import markdown_table, run_dit_bench
+    if args.what == "dit":
+        from gw_jax.bench.dit_bench import markdown_table, run_dit_bench
 
-    report = run_dit_bench(args.preset, torch_compile=not args.no_torch_compile)
+        report = run_dit_bench(args.preset, torch_compile=not args.no_torch_compile)
+    elif args.what == "vae":
+        from gw_jax.bench.vae_bench import markdown_table, run_vae_bench
+
+        report = run_vae_bench(args.preset, memory=not args.no_memory)
+    else:
+        raise UserInputError(f"bench {args.what}: not implemented yet (`gw-jax bench dit` and `bench vae` are)")
     print(markdown_table(report))
     if args.json:
         with open(args.json, "w") as f:

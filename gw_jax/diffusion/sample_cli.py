@@ -31,6 +31,10 @@ def load_codec(config):
         from gw_jax.models.pixel_codec import PixelCodec
 
         return PixelCodec(pool=config.codec.pool, fold=config.codec.fold)
+    if config.codec.name == "wan_vae":
+        from gw_jax.models.vae import WanLatentCodec, vae_from_config
+
+        return WanLatentCodec(vae_from_config(config.vae))
     raise UserInputError(f"codec {config.codec.name!r} is not available to `gw-jax sample` in this build")
 
 

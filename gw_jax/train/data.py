@@ -92,20 +92,22 @@ def _batches_from_raw_episodes(config) -> ArrayBatches:
     from gw_jax.demo import load_clips
     from gw_jax.diffusion.sample_cli import load_codec, load_text_encoder
 
-    if config.latents != "precomputed":
-        raise UserInputError("--config.data.raw_dir needs --config.latents=precomputed (encoded once up front)")
     directory = Path(config.data.raw_dir)
     count = len(list(directory.glob("*.mp4")))
     if count == 0:
         raise UserInputError(f"--config.data.raw_dir {directory}: no episodes (i.mp4 + i.txt) found")
-    codec, text = load_codec(config), load_text_encoder(config)
+    text = load_text_encoder(config)
     clips = load_clips(directory, count, config.data.num_frames, text)
-    latents = np.asarray(codec.encode(jnp.asarray(clips["video"])))
-    return ArrayBatches(dict(latents=latents, text_emb=clips["text_emb"], fps=clips["fps"]),
-                        config.train.global_batch_size, seed=config.seed)
+    arrays = dict(text_emb=clips["text_emb"], fps=clips["fps"])
+    if config.latents == "vae":  # encoded inside the train step
+        arrays["video"] = clips["video"]
+    else:  # encoded once, here
+        arrays["latents"] = np.asarray(load_codec(config).encode(jnp.asarray(clips["video"])))
+    return ArrayBatches(arrays, config.train.global_batch_size, seed=config.seed)
 
 
 def make_latent_encoder(config):
-    """(latent_fn, vae_params) for ``config.latents == "vae"``: needs the Wan VAE port."""
-    raise UserInputError("--config.latents=vae needs the Wan2.1 VAE, which is not ported yet; "
-                         "use --config.latents=precomputed")
+    """(latent_fn, vae_params) for ``config.latents == "vae"``: the Wan2.1 VAE from ``config.vae``."""
+    from gw_jax.models.vae import WanLatentCodec, vae_from_config
+
+    return WanLatentCodec(vae_from_config(config.vae)).latent_fn()
