@@ -27,6 +27,20 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float]:
     return frames.astype(np.uint8), float(meta.get("fps", 0.0) or 0.0)
 
 
+def decode_video_bytes(data: bytes, *, where: str = "video") -> tuple[np.ndarray, float]:
+    """An mp4 file's bytes -> (frames uint8 (F, H, W, 3), fps); ``where`` names it in errors."""
+    import imageio.v3 as iio
+
+    try:
+        frames = np.asarray(iio.imread(data, extension=".mp4"))
+        fps = float(iio.immeta(data, extension=".mp4").get("fps", 0.0) or 0.0)
+    except Exception as e:
+        raise UserInputError(f"{where}: undecodable video ({type(e).__name__}: {e})") from e
+    if frames.ndim != 4 or frames.shape[0] == 0 or frames.shape[-1] != 3:
+        raise UserInputError(f"{where}: expected RGB frames (F, H, W, 3), got shape {frames.shape}")
+    return frames.astype(np.uint8), fps
+
+
 def write_video(path: str | Path, frames: np.ndarray, fps: float = 16.0) -> None:
     """Writes uint8 (F, H, W, 3) frames as H.264 mp4 (even sizes; quality high enough for training)."""
     import imageio.v2 as imageio

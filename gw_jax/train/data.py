@@ -73,6 +73,9 @@ def make_batches(config):
         return _batches_from_raw_episodes(config)
     if not config.data.packed_dir:
         raise UserInputError("set --config.data.raw_dir (episodes: i.mp4 + i.txt) or --config.data.packed_dir")
+    if config.latents == "precomputed":
+        raise UserInputError("packed data carries video: use --config.latents=vae (the codec encodes clips "
+                             "inside the train step)")
     try:
         from gw_jax.data import make_loader
     except ImportError:
@@ -107,7 +110,17 @@ def _batches_from_raw_episodes(config) -> ArrayBatches:
 
 
 def make_latent_encoder(config):
-    """(latent_fn, vae_params) for ``config.latents == "vae"``: the Wan2.1 VAE from ``config.vae``."""
+    """(latent_fn, codec_params) for ``config.latents == "vae"``: the config's codec inside the step.
+
+    ``codec.name == "wan_vae"``: the Wan2.1 VAE from ``config.vae``; ``"pixel"``: the parameter-free
+    pixel codec.
+    """
     from gw_jax.models.vae import WanLatentCodec, vae_from_config
+
+    if config.codec.name == "pixel":
+        from gw_jax.diffusion.sample_cli import load_codec
+
+        codec = load_codec(config)
+        return (lambda _params, video: codec.encode(video)), None
 
     return WanLatentCodec(vae_from_config(config.vae)).latent_fn()

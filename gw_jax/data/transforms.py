@@ -1,0 +1,50 @@
+"""The reference clip transform: frame sampling, resize to cover, random crop, scale to [-1, 1]."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gw_jax.errors import UserInputError
+
+
+def sample_frame_indices(num_available: int, num_frames: int) -> np.ndarray:
+    """``linspace(0, F - 1, T)`` rounded down, as the reference samples a clip from an episode."""
+    return np.linspace(0, num_available - 1, num_frames).astype(np.int64)
+
+
+def resize_cover_and_crop(frames: np.ndarray, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 (T, h, w, 3) -> (T, height, width, 3): bilinear resize so both sides cover, then a random crop."""
+    from PIL import Image
+
+    h, w = frames.shape[1:3]
+    scale = max(height / h, width / w)
+    size = (max(width, round(w * scale)), max(height, round(h * scale)))  # PIL sizes are (w, h)
+    if size != (w, h):
+        frames = np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames])
+    top = int(rng.integers(0, frames.shape[1] - height + 1))
+    left = int(rng.integers(0, frames.shape[2] - width + 1))
+    return frames[:, top:top + height, left:left + width]
+
+
+def clip_from_record(features: dict, rng: np.random.Generator, *, num_frames: int, height: int, width: int,
+                     max_text_length: int, text_width: int) -> dict:
+    """A decoded Example -> training example: video (3, T, H, W) float32 in [-1, 1], text, fps, ids."""
+    from gw_jax.data.video import decode_video_bytes
+
+    name = features["name"][0].decode("utf-8")
+    frames, _ = decode_video_bytes(features["video"][0], where=f"episode {name}")
+    if len(frames) < 2 and num_frames > 1:
+        raise UserInputError(f"episode {name}: {len(frames)} frame(s), cannot sample a {num_frames}-frame clip")
+    index = sample_frame_indices(len(frames), num_frames)
+    clip = resize_cover_and_crop(frames[index], height, width, rng)
+    video = np.moveaxis(clip.astype(np.float32) / 127.5 - 1.0, -1, 0)
+    text_len = int(features["text_len"][0])
+    text_emb = np.zeros((max_text_length, text_width), np.float32)  # zeros past the prompt, as the reference
+    text_emb[:text_len] = np.frombuffer(features["text_emb"][0], np.float16).reshape(text_len, text_width)
+    fps = float(features["fps"][0]) * (num_frames - 1) / max(len(frames) - 1, 1)  # frames were subsampled
+    out = dict(video=video, text_emb=text_emb, text_mask=np.arange(max_text_length) < text_len,
+               fps=np.float32(fps), episode=np.int32(features["episode"][0]))
+    if "joints" in features:
+        joints = np.frombuffer(features["joints"][0], np.float32).reshape(features["joints_shape"])
+        out["joints"] = joints[np.minimum(index, len(joints) - 1)]
+    return out
