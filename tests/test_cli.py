@@ -41,6 +41,20 @@ def test_sim_train_resume_sample(tmp_path):
     assert frames.shape == (5, 16, 16, 3)
 
 
+def test_sim_pack_verify_train_from_packed_records(tmp_path):
+    """The data engine path: episodes -> TFRecords -> Grain loader -> codec inside the train step."""
+    episodes, packed, workdir = tmp_path / "episodes", tmp_path / "packed", tmp_path / "run"
+    gw_jax("sim", "--out", episodes, "--episodes", 8, "--frames", 9, "--size", 32)
+    gw_jax("pack", episodes, packed, "--text-encoder", "hash", "--shards", 2)
+    assert "intact" in gw_jax("verify", packed).stdout
+    overrides = ["--config.data.packed_dir=" + str(packed), "--config.latents=vae", "--config.data.height=32",
+                 "--config.data.width=32", "--config.data.num_frames=5", "--config.train.global_batch_size=8",
+                 "--config.train.num_steps=4", "--config.train.checkpoint_every=2", "--config.model.num_blocks=1"]
+    gw_jax("train", "--config", "configs/demo.py", "--workdir", workdir, "--max-steps", 2, "--no-progress", *overrides)
+    resumed = gw_jax("train", "--config", "configs/demo.py", "--workdir", workdir, "--no-progress", *overrides)
+    assert "done: step 4" in resumed.stdout
+
+
 def test_cli_errors_are_one_line_and_exit_2(tmp_path):
     bad = gw_jax("train", "--config", tmp_path / "nope.py", "--workdir", tmp_path, check=False)
     assert bad.returncode == 2 and "config file not found" in bad.stderr

@@ -13,6 +13,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="cpu", choices=["tiny", "cpu", "2b"])
     parser.add_argument("--no-torch-compile", action="store_true")
     parser.add_argument("--no-memory", action="store_true", help="vae: skip the ahead-of-time memory report")
+    parser.add_argument("--packed", default=None, help="data: the packed dataset to read")
+    parser.add_argument("--workers", type=int, default=0, help="data: loader worker processes")
+    parser.add_argument("--batch-size", type=int, default=8, help="data: clips per batch")
+    parser.add_argument("--seconds", type=float, default=10.0, help="data: how long to read")
     parser.add_argument("--json", default=None, help="also write the results as JSON")
 
 
@@ -25,8 +29,14 @@ def run(args) -> int:
         from gw_jax.bench.vae_bench import markdown_table, run_vae_bench
 
         report = run_vae_bench(args.preset, memory=not args.no_memory)
+    elif args.what == "data":
+        if not args.packed:
+            raise UserInputError("bench data needs --packed DIR (a `gw-jax pack` output)")
+        from gw_jax.data.bench import bench_data, markdown_table
+
+        report = bench_data(args.packed, batch_size=args.batch_size, workers=args.workers, seconds=args.seconds)
     else:
-        raise UserInputError(f"bench {args.what}: not implemented yet (`gw-jax bench dit` and `bench vae` are)")
+        raise UserInputError(f"bench {args.what}: not implemented yet (`gw-jax bench dit|vae|data` are)")
     print(markdown_table(report))
     if args.json:
         with open(args.json, "w") as f:

@@ -18,9 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from gw_jax.data.pack import pack
-    from gw_jax.models.text import load_text_encoder
+    from gw_jax.diffusion.sample_cli import text_encoder_from_spec
 
-    encoder = load_text_encoder(args.text_encoder, max_length=args.max_text_tokens)
+    encoder = text_encoder_from_spec(args.text_encoder, max_length=args.max_text_tokens)
     index = pack(args.raw, args.out, text_encoder=encoder, shards=args.shards, workers=args.workers,
                  strict=args.strict)
     print(f"packed {index['num_records']} of {index['inputs']} episodes into {len(index['shards'])} shard(s) "

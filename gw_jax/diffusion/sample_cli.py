@@ -38,12 +38,23 @@ def load_codec(config):
     raise UserInputError(f"codec {config.codec.name!r} is not available to `gw-jax sample` in this build")
 
 
-def load_text_encoder(config):
-    if config.text_encoder.name == "hash":
+def text_encoder_from_spec(spec: str, *, max_length: int | None = None, width: int = 32):
+    """"hash" (tiny, weight-free: CPU demos), "minilm" (embedded default) or a T5 checkpoint folder."""
+    if spec == "hash":
         from gw_jax.models.text_hash import HashTextEncoder
 
-        return HashTextEncoder(width=config.text_encoder.width, max_length=config.text_encoder.max_length)
-    raise UserInputError(f"text encoder {config.text_encoder.name!r} is not available in this build")
+        return HashTextEncoder(width=width, max_length=max_length or 16)
+    from gw_jax.models.text import load_text_encoder
+
+    return load_text_encoder(spec, max_length=max_length)
+
+
+def load_text_encoder(config):
+    """The text encoder a config names (``config.text_encoder.name``; "t5:<path>" or a path for T5)."""
+    name = config.text_encoder.name
+    spec = name[3:] if name.startswith("t5:") else name
+    return text_encoder_from_spec(spec, max_length=config.text_encoder.get("max_length"),
+                                  width=config.text_encoder.get("width", 32))
 
 
 def load_image(path: Path, height: int, width: int) -> np.ndarray:
