@@ -1,7 +1,8 @@
 """``gw-jax demo``: the data engine end to end on a CPU, in minutes.
 
 1. simulate robot-arm episodes with MuJoCo (train + held-out);
-2. turn them into clips the way the reference transform does (linspace frame sampling, [-1, 1]) and
+2. pack the training episodes into TFRecords with their text embeddings and verify every record;
+   read the clips back through the reference transform (linspace frame sampling, [-1, 1]) and
    encode them (pixel codec: pooled + space-to-depth; the Wan VAE is the released model's codec);
 3. train a tiny GigaWorld-0 DiT with the reference objective (first latent frame as reference);
 4. roll out held-out episodes from their first frame with the reference sampler, trained and untrained;
@@ -68,6 +69,18 @@ def load_clips(directory: Path, count: int, clip_frames: int, text_encoder) -> d
     return dict(video=np.stack(videos), text_emb=emb, fps=np.asarray(fps, np.float32), prompts=prompts)
 
 
+def load_packed_clips(packed_dir: Path, clip_frames: int, size: int) -> dict:
+    """Every record of a packed dataset through the loader's transform, once, in record order."""
+    from gw_jax.data.loader import ClipTransform, PackedRecords
+
+    records = PackedRecords(packed_dir)
+    transform = ClipTransform(clip_frames, size, size, records.index["text_encoder"])
+    rng = np.random.default_rng(0)  # crops are no-ops here: the episodes already have the training size
+    examples = [transform(records[i], rng) for i in range(len(records))]
+    stacked = {k: np.stack([e[k] for e in examples]) for k in ("video", "text_emb", "fps")}
+    return dict(stacked, episodes=[int(e["episode"]) for e in examples])
+
+
 def rollout_from_first_frame(model, latents, text_emb, fps, key, sample_cfg):
     """Generates every latent frame after the first (the reference) with the reference sampler."""
     from gw_jax.diffusion import sample_reference
@@ -119,7 +132,9 @@ def write_results(out: Path, truth, untrained, trained, prompts, losses, fps):
 
 def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int | None = None,
              progress: bool = True) -> dict:
+    from gw_jax.data.pack import pack
     from gw_jax.data.sim import simulate_dataset
+    from gw_jax.data.verify_cli import verify
     from gw_jax.models.pixel_codec import PixelCodec
     from gw_jax.models.text_hash import HashTextEncoder
     from gw_jax.train.data import ArrayBatches
@@ -140,7 +155,14 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
     timings["simulate_s"] = time.perf_counter() - t0
 
     codec, text = PixelCodec(pool=2, fold=4), HashTextEncoder(width=32, max_length=16)
-    train_clips = load_clips(out / "episodes" / "train", settings["train_episodes"], settings["clip_frames"], text)
+    t_pack = time.perf_counter()
+    index = pack(out / "episodes" / "train", out / "packed", text_encoder=text, shards=2, workers=2,
+                 progress=progress)
+    problems = verify(out / "packed")
+    if problems or index["num_records"] != settings["train_episodes"]:
+        raise RuntimeError(f"packed data failed verification: {problems or index['skipped']}")
+    train_clips = load_packed_clips(out / "packed", settings["clip_frames"], settings["size"])
+    timings["pack_verify_load_s"] = time.perf_counter() - t_pack
     test_clips = load_clips(out / "episodes" / "heldout", settings["heldout_episodes"], settings["clip_frames"], text)
     train_latents = np.asarray(codec.encode(jnp.asarray(train_clips["video"])))
     test_latents = np.asarray(codec.encode(jnp.asarray(test_clips["video"])))
@@ -184,6 +206,7 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
         train_steps=settings["steps"], clip_frames=settings["clip_frames"],
         frame_size=[settings["size"] // codec.pool] * 2, codec="pixel (2x2 average pool + 4x4 space-to-depth)",
         text_encoder=text.name, sampler=f"reference (Karras, order 1), {settings['sample_steps']} steps",
+        packed=dict(records=index["num_records"], shards=len(index["shards"]), verified=True),
         first_loss=losses[0]["loss"] if losses else None, final_loss=losses[-1]["loss"] if losses else None,
         prompts=test_clips["prompts"], timings_s={k: round(v, 1) for k, v in timings.items()},
         total_s=round(time.perf_counter() - t0, 1), devices=[str(d) for d in jax.devices()],

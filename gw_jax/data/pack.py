@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from gw_jax.data.records import RecordWriter, encode_example
-from gw_jax.errors import UserInputError
+from gw_jax.errors import UserInputError, load_json
 
 SCHEMA_VERSION = 1
 INDEX_FILE = "index.json"
@@ -197,12 +197,7 @@ def pack(raw_dir, out_dir, *, text_encoder, shards: int = 1, workers: int = 1, s
 
 def read_index(packed_dir) -> dict:
     path = Path(packed_dir) / INDEX_FILE
-    if not path.is_file():
-        raise UserInputError(f"{path}: not found; is {packed_dir} a complete `gw-jax pack` output?")
-    try:
-        index = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserInputError(f"{path}: not valid JSON ({e})") from e
+    index = load_json(path, what="the index of a complete `gw-jax pack` output")
     if index.get("schema_version") != SCHEMA_VERSION:
         raise UserInputError(f"{path}: schema version {index.get('schema_version')}, this build reads "
                              f"{SCHEMA_VERSION}; re-run `gw-jax pack`")

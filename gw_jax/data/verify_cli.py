@@ -47,8 +47,6 @@ def verify(packed_dir) -> list[str]:
 
 
 def run(args) -> int:
-    from tqdm.auto import tqdm  # noqa: F401  (verify is quick; one line per problem is the output)
-
     problems = verify(args.packed)
     for problem in problems:
         print(f"gw-jax verify: {problem}", file=sys.stderr)

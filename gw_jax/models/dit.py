@@ -14,7 +14,6 @@ Blocks are stacked (a leading ``layers`` axis on every block parameter) and run 
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,7 +22,7 @@ import jax.numpy as jnp
 from einops import rearrange
 from flax import nnx
 
-from gw_jax.errors import UserInputError
+from gw_jax.errors import UserInputError, load_json
 from gw_jax.models.dit_blocks import FinalLayer, TransformerBlock, timestep_sinusoid
 from gw_jax.models.layers import RMSNorm, linear
 from gw_jax.models.rope import rope_angles
@@ -124,13 +123,7 @@ class GigaWorld0DiT(nnx.Module):
         from gw_jax.convert.dit_weights import load_reference_weights
 
         path = Path(path)
-        config_path = path / "config.json"
-        if not config_path.is_file():
-            raise UserInputError(f"{config_path}: not found (expected a reference checkpoint directory)")
-        try:
-            config = json.loads(config_path.read_text())
-        except json.JSONDecodeError as e:
-            raise UserInputError(f"{config_path}: invalid JSON ({e})") from e
+        config = load_json(path / "config.json", what="a reference checkpoint directory's config")
         config = {k: v for k, v in config.items() if not k.startswith("_")}
         model = nnx.eval_shape(lambda: cls.from_config({**config, "dtype": dtype, **options}, rngs=nnx.Rngs(0)))
         load_reference_weights(model, path)

@@ -14,7 +14,6 @@ that do not divide by the spatial factor are errors rather than silently dropped
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,7 +22,7 @@ import jax.numpy as jnp
 from einops import rearrange
 from flax import nnx
 
-from gw_jax.errors import UserInputError
+from gw_jax.errors import UserInputError, load_json
 from gw_jax.models.vae_blocks import (AttentionBlock, CausalConv3d, ChannelRMSNorm, MidBlock, ResidualBlock,
                                       Resample, run_sequence)
 
@@ -177,13 +176,7 @@ class WanVAE(nnx.Module):
         from gw_jax.convert.vae_weights import load_diffusers_weights
 
         path = Path(path)
-        config_file = path / "config.json"
-        if not config_file.is_file():
-            raise UserInputError(f"{config_file}: not found (expected a diffusers AutoencoderKLWan folder)")
-        try:
-            config = json.loads(config_file.read_text())
-        except json.JSONDecodeError as e:
-            raise UserInputError(f"{config_file}: not valid JSON ({e})") from e
+        config = load_json(path / "config.json", what="a diffusers AutoencoderKLWan config")
         model = nnx.eval_shape(lambda: cls(rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype, **config))
         load_diffusers_weights(model, path)
         return model

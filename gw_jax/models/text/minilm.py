@@ -8,7 +8,6 @@ per token (not pooled), zeroed past each prompt.
 from __future__ import annotations
 
 import importlib.util
-import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -18,7 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gw_jax.convert.safetensors_io import load_flat
-from gw_jax.errors import UserInputError
+from gw_jax.errors import UserInputError, load_json_dataclass
 from gw_jax.models.text import TextEncoder, load_params, masked_attention
 from gw_jax.models.text.tokenize import FixedLengthTokenizer
 
@@ -38,14 +37,6 @@ class BertConfig:
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
     hidden_act: str = "gelu"
-
-    @classmethod
-    def from_file(cls, file: Path) -> "BertConfig":
-        try:
-            raw = json.loads(file.read_text())
-            return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
-        except (OSError, json.JSONDecodeError, TypeError) as e:
-            raise UserInputError(f"{file}: unreadable BERT config ({e})") from e
 
 
 def _layer_norm(norm: nnx.LayerNorm, x: jax.Array) -> jax.Array:
@@ -123,7 +114,7 @@ def package_dir() -> Path:
 
 def load_bert(directory: Path, dtype=jnp.float32) -> BertEncoder:
     """A BertEncoder with the weights of a transformers BertModel checkpoint directory."""
-    cfg = BertConfig.from_file(directory / "config.json")
+    cfg = load_json_dataclass(BertConfig, directory / "config.json", what="a BERT config")
     model = nnx.eval_shape(lambda: BertEncoder(cfg, dtype=dtype, rngs=nnx.Rngs(0)))
     tensors, origin = load_flat(directory, "model")
     load_params(model, tensors, origin, hf_key, ignore=("embeddings.position_ids", "pooler."))

@@ -8,7 +8,6 @@ encoder (width 1024, 512 tokens, zeros past the prompt).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from functools import partial
@@ -20,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from gw_jax.convert.safetensors_io import load_flat
-from gw_jax.errors import UserInputError
+from gw_jax.errors import UserInputError, load_json_dataclass
 from gw_jax.models.layers import RMSNorm
 from gw_jax.models.text import TextEncoder, load_params, masked_attention
 from gw_jax.models.text.tokenize import FixedLengthTokenizer
@@ -45,14 +44,6 @@ class T5Config:
     relative_attention_max_distance: int = 128
     layer_norm_epsilon: float = 1e-6
     feed_forward_proj: str = "relu"
-
-    @classmethod
-    def from_file(cls, file: Path) -> "T5Config":
-        try:
-            raw = json.loads(file.read_text())
-            return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
-        except (OSError, json.JSONDecodeError, TypeError) as e:
-            raise UserInputError(f"{file}: unreadable T5 config ({e})") from e
 
     @property
     def gated(self) -> bool:
@@ -145,7 +136,7 @@ def hf_key(path: tuple) -> str:
 
 def load_t5_module(directory: Path, dtype=jnp.float32) -> T5Encoder:
     """A T5Encoder with the weights of a HF T5 checkpoint (encoder-only or full; decoder keys ignored)."""
-    cfg = T5Config.from_file(directory / "config.json")
+    cfg = load_json_dataclass(T5Config, directory / "config.json", what="a T5 config")
     model = nnx.eval_shape(lambda: T5Encoder(cfg, dtype=dtype, rngs=nnx.Rngs(0)))
     tensors, origin = load_flat(directory, "model")
     if "shared.weight" not in tensors and "encoder.embed_tokens.weight" in tensors:  # untied save
