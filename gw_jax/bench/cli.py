@@ -13,6 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="cpu", choices=["tiny", "cpu", "2b"])
     parser.add_argument("--no-torch-compile", action="store_true")
     parser.add_argument("--no-memory", action="store_true", help="vae: skip the ahead-of-time memory report")
+    parser.add_argument("--steps", type=int, default=10, help="sample: sampler steps")
     parser.add_argument("--packed", default=None, help="data: the packed dataset to read")
     parser.add_argument("--workers", type=int, default=0, help="data: loader worker processes")
     parser.add_argument("--batch-size", type=int, default=8, help="data: clips per batch")
@@ -29,6 +30,10 @@ def run(args) -> int:
         from gw_jax.bench.vae_bench import markdown_table, run_vae_bench
 
         report = run_vae_bench(args.preset, memory=not args.no_memory)
+    elif args.what == "sample":
+        from gw_jax.bench.sample_bench import markdown_table, run_sample_bench
+
+        report = run_sample_bench(args.preset, steps=args.steps)
     elif args.what == "data":
         if not args.packed:
             raise UserInputError("bench data needs --packed DIR (a `gw-jax pack` output)")
@@ -36,7 +41,7 @@ def run(args) -> int:
 
         report = bench_data(args.packed, batch_size=args.batch_size, workers=args.workers, seconds=args.seconds)
     else:
-        raise UserInputError(f"bench {args.what}: not implemented yet (`gw-jax bench dit|vae|data` are)")
+        raise UserInputError(f"bench {args.what}: unknown")
     print(markdown_table(report))
     if args.json:
         with open(args.json, "w") as f:

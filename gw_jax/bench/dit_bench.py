@@ -40,19 +40,40 @@ def model_flops(p: dict, params: int, train: bool) -> float:
     return p["batch"] * forward * (3 if train else 1)
 
 
+def jax_dit(p: dict, dtype: str = "float32"):
+    """The GigaWorld-0 DiT at the preset's dimensions (random weights)."""
+    from flax import nnx
+
+    from gw_jax.models.dit import GigaWorld0DiT
+
+    return GigaWorld0DiT(max_img_h=p["height"], max_img_w=p["width"], max_frames=p["frames"], in_channels=17,
+                         out_channels=16, patch_spatial=2, patch_temporal=1, model_channels=p["model_channels"],
+                         num_blocks=p["num_blocks"], num_heads=p["num_heads"], crossattn_emb_channels=p["crossattn"],
+                         adaln_lora_dim=p["adaln"], dtype=dtype, rngs=nnx.Rngs(0))
+
+
+def torch_cosmos(p: dict):
+    """diffusers' CosmosTransformer3DModel at the same dimensions (random weights)."""
+    import torch
+    from diffusers import CosmosTransformer3DModel
+
+    torch.manual_seed(0)
+    # the padding-mask channel is concatenated up front (18 inputs) rather than by diffusers, whose
+    # resize of the mask needs torchvision: the same patch-embedding work without that dependency
+    return CosmosTransformer3DModel(
+        in_channels=18, out_channels=16, num_attention_heads=p["num_heads"],
+        attention_head_dim=p["model_channels"] // p["num_heads"], num_layers=p["num_blocks"],
+        text_embed_dim=p["crossattn"], adaln_lora_dim=p["adaln"], max_size=(p["frames"], p["height"], p["width"]),
+        patch_size=(1, 2, 2), rope_scale=(1.0, 1.0, 1.0), concat_padding_mask=False, extra_pos_embed_type=None)
+
+
 def bench_jax(p: dict, dtype: str = "float32") -> dict:
     import jax
     import jax.numpy as jnp
     import optax
     from flax import nnx
 
-    from gw_jax.models.dit import GigaWorld0DiT
-
-    model = GigaWorld0DiT(max_img_h=p["height"], max_img_w=p["width"], max_frames=p["frames"], in_channels=17,
-                          out_channels=16, patch_spatial=2, patch_temporal=1, model_channels=p["model_channels"],
-                          num_blocks=p["num_blocks"], num_heads=p["num_heads"], crossattn_emb_channels=p["crossattn"],
-                          adaln_lora_dim=p["adaln"], dtype=dtype, rngs=nnx.Rngs(0))
-    graphdef, params = nnx.split(model)
+    graphdef, params = nnx.split(jax_dit(p, dtype))
     rng = np.random.default_rng(0)
     b, t, h, w = p["batch"], p["frames"], p["height"], p["width"]
     x = jnp.asarray(rng.normal(size=(b, 17, t, h, w)), jnp.float32)
@@ -94,17 +115,9 @@ def bench_jax(p: dict, dtype: str = "float32") -> dict:
 def bench_torch(p: dict, compile_model: bool) -> dict | None:
     try:
         import torch
-        from diffusers import CosmosTransformer3DModel
+        model = torch_cosmos(p)
     except ImportError:
         return None
-    torch.manual_seed(0)
-    # the padding-mask channel is concatenated up front (18 inputs) rather than by diffusers, whose
-    # resize of the mask needs torchvision: the same patch-embedding work without that dependency
-    model = CosmosTransformer3DModel(
-        in_channels=18, out_channels=16, num_attention_heads=p["num_heads"],
-        attention_head_dim=p["model_channels"] // p["num_heads"], num_layers=p["num_blocks"],
-        text_embed_dim=p["crossattn"], adaln_lora_dim=p["adaln"], max_size=(p["frames"], p["height"], p["width"]),
-        patch_size=(1, 2, 2), rope_scale=(1.0, 1.0, 1.0), concat_padding_mask=False, extra_pos_embed_type=None)
     b, t, h, w = p["batch"], p["frames"], p["height"], p["width"]
     x = torch.randn(b, 18, t, h, w)
     ts = torch.rand(b)

@@ -1,0 +1,130 @@
+"""Masked-vs-unmasked IDM comparison: trains both on the same episodes, evaluates on the same held-out
+ones and writes a markdown report with a plot (``gw-jax idm compare --out DIR``)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def plot_joints(path: str | Path, predictions: dict[str, np.ndarray], true: np.ndarray, names, title=None) -> None:
+    """One panel per joint: the true curve and each named prediction (T, D) over frames."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.6), squeeze=False)
+    for j, (ax, name) in enumerate(zip(axes[0], names)):
+        ax.plot(true[:, j], "k-", lw=2, label="true")
+        for label, pred in predictions.items():
+            ax.plot(pred[:, j], "--", lw=1.5, label=label)
+        ax.set_title(str(name), fontsize=9)
+        ax.set_xlabel("frame", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def compare(out: str | Path, *, data=None, episodes: int = 160, steps: int = 800, seg_steps: int = 300,
+            seed: int = 0, report=None) -> Path:
+    """Trains masked and unmasked IDMs on ``data`` (simulated into OUT/data if None); returns the report path."""
+    from gw_jax.idm import cli
+
+    out = Path(out)
+    if data is None:
+        from gw_jax.data.sim import simulate_dataset
+
+        data = simulate_dataset(out / "data", episodes, seed=seed, frames=17, height=64, width=64, fps=8.0,
+                                random_background=True, distractors=2)
+    for name, masked in (("masked", True), ("unmasked", False)):
+        cli.fit(data, out / name, steps=steps, seg_steps=seg_steps, masked=masked, seed=seed)
+    return write_report(out, data, report)
+
+
+def write_report(out: str | Path, data, report=None) -> Path:
+    """Evaluates OUT/masked and OUT/unmasked on the same held-out episodes; writes compare.json, the
+    markdown report (default OUT/idm.md) and idm_joints.png next to it."""
+    from gw_jax.idm import cli, train
+    from gw_jax.idm import data as idm_data
+
+    out, arrays = Path(out), idm_data.load_episodes(data)
+    results, curves = {}, {}
+    for name in ("masked", "unmasked"):
+        meta, *_ = checkpoint = train.load(out / name)
+        results[name] = dict(summary=meta["summary"], steps=meta["steps"], metrics=cli.evaluate(out / name, data))
+        first = results[name]["metrics"]["episodes"][0]  # both runs share the split: the same held-out episode
+        row = int(np.flatnonzero(arrays["indices"] == first)[0])
+        curves[name] = cli._predict(*checkpoint, arrays["frames"][row:row + 1])[0][0]
+    report = Path(report) if report else out / "idm.md"
+    plot = report.parent / "idm_joints.png"
+    names = arrays["joint_names"].tolist()
+    plot_joints(plot, curves, arrays["joints"][row], names, title=f"held-out episode {first}")
+    (out / "compare.json").write_text(json.dumps(results, indent=1))
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(_markdown(results, names, data, plot.name))
+    return report
+
+
+def _markdown(results: dict, names: list[str], data, plot_name: str) -> str:
+    m, u = results["masked"]["metrics"], results["unmasked"]["metrics"]
+    ms, us = results["masked"]["summary"], results["unmasked"]["summary"]
+    rows = [f"| {n} | {m['joints'][n]['std']:.4f} | {m['joints'][n]['r2']:.3f} | {u['joints'][n]['r2']:.3f} | "
+            f"{m['joints'][n]['mae']:.4f} | {u['joints'][n]['mae']:.4f} |" for n in names]
+    flat = [n for n in names if n not in m["varying_joints"]]
+    return "\n".join([
+        "# Inverse dynamics (IDM): masked vs unmasked",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} CPU by `gw-jax idm compare` "
+        f"(`gw_jax/idm/report.py`). Data: `{data}` — {ms['train_episodes']} training and "
+        f"{ms['heldout_episodes']} held-out episodes of simulated frames with random backgrounds and 2 "
+        "distractors; both IDMs use the same split and the same held-out episodes.",
+        "",
+        "| joint | held-out std | R² masked | R² unmasked | MAE masked | MAE unmasked |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        f"| **mean over all 7 (`r2_mean`, `mae_mean_rad`)** | | **{m['r2_mean']:.3f}** | **{u['r2_mean']:.3f}** | "
+        f"**{m['mae_mean_rad']:.4f}** | **{u['mae_mean_rad']:.4f}** |",
+        f"| mean over moving joints (`r2_mean_varying`) | | {m['r2_mean_varying']:.3f} | "
+        f"{u['r2_mean_varying']:.3f} | | |",
+        "",
+        f"Target (`r2_mean` >= 0.95 over all 7 joints): **{'met' if m['r2_mean'] >= 0.95 else 'not met'}** "
+        f"({m['r2_mean']:.3f} masked); over the moving joints {m['r2_mean_varying']:.3f}. "
+        "MAE is in radians for the six arm joints and in metres (finger opening) for the gripper.",
+        f"Training loss (normalised MSE, last 20 steps): masked {ms['loss_last']:.4f}, unmasked "
+        f"{us['loss_last']:.4f}; where unmasked trains lower yet tests worse, it is fitting the backgrounds and "
+        "distractors of its training episodes.",
+        f"Near-constant joints (held-out std below 0.01 rad): {', '.join(flat) or 'none'}. The scripted policy "
+        "holds them at 0; what varies is sub-milliradian servo deflection caused by the other joints' motion, far "
+        "below one pixel at this resolution. The IDM still explains part of it (R² above), presumably from the "
+        "arm's motion over neighbouring frames rather than from seeing the wrist turn, but these joints cap the "
+        "plain mean `r2_mean`; `r2_mean_varying` averages only the moving joints.",
+        "",
+        "Method: a U-Net segmenter trained on the simulator's per-frame arm masks; the masked IDM sees frames "
+        "times the segmenter's *predicted* soft mask in training and at label time (no train/label gap); the "
+        "unmasked IDM sees raw frames. IDM: per-frame CNN encoder + residual temporal 1D convolutions "
+        "(`gw_jax/idm/models.py`), MSE on per-joint normalised angles.",
+        "",
+        f"Arm segmenter (U-Net) IoU on the held-out frames: **{m['segmenter_iou']:.3f}** "
+        f"(trained {ms['segmenter_seconds']:.0f} s).",
+        f"IDM training ({results['masked']['steps']} steps, batch 4 clips of {ms['frames']} frames): "
+        f"masked {ms['idm_seconds']:.0f} s, unmasked {us['idm_seconds']:.0f} s (2 CPU cores shared with other "
+        "jobs; the masked time includes that contention).",
+        "",
+        f"![predicted vs true joints on a held-out episode]({plot_name})",
+        "",
+        f"Reproduce: `gw-jax idm compare --out /tmp/idm --steps {results['masked']['steps']} --report docs/idm.md` "
+        "(simulates the data first), or "
+        "`gw-jax idm train/eval` on a folder from `gw-jax sim --frames 17 --size 64 --random-background "
+        "--distractors 2`.",
+        "",
+    ])

@@ -1,0 +1,122 @@
+"""Inverse dynamics: model shapes, metrics, the segmenter and IDM actually learn, and the CLI end to end."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from gw_jax.cli import main
+
+SIZE, FRAMES = 32, 9  # tiny episodes: the tests check learning and plumbing, not final accuracy
+
+
+@pytest.fixture(scope="module")
+def episodes(tmp_path_factory):
+    from gw_jax.data.sim import simulate_dataset
+
+    return simulate_dataset(tmp_path_factory.mktemp("idm_data"), 5, seed=3, progress=False, frames=FRAMES,
+                            height=SIZE, width=SIZE, fps=4.0, random_background=True, distractors=1)
+
+
+@pytest.fixture(scope="module")
+def arrays(episodes):
+    from gw_jax.idm.data import load_episodes
+
+    return load_episodes(episodes)
+
+
+def test_model_shapes():
+    import jax
+    import jax.numpy as jnp
+
+    from gw_jax.idm.models import IDM, UNet
+
+    def shape(model, x):  # shape inference only: no compilation, so this stays instant
+        params = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+        return jax.eval_shape(model.apply, params, x).shape
+
+    images = jnp.zeros((2, 3, SIZE, SIZE, 3))
+    assert shape(UNet(), images) == (2, 3, SIZE, SIZE)
+    assert shape(IDM(), images) == (2, 3, 7)
+    assert shape(IDM(), jnp.zeros((1, 11, SIZE, SIZE, 3))) == (1, 11, 7)  # any clip length
+
+
+def test_joint_metrics():
+    from gw_jax.idm.train import joint_metrics
+
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=(4, 10, 3)) * [1.0, 0.5, 1e-4]
+    perfect = joint_metrics(true, true, ["a", "b", "c"])
+    assert perfect["r2_mean"] == pytest.approx(1.0) and perfect["mae_mean_rad"] == 0.0
+    assert perfect["varying_joints"] == ["a", "b"]
+    mean_only = joint_metrics(np.broadcast_to(true.mean((0, 1)), true.shape), true, ["a", "b", "c"])
+    assert mean_only["r2_mean"] == pytest.approx(0.0, abs=1e-9)
+    assert mean_only["joints"]["a"]["mae"] > 0.5
+
+
+def test_data_cache_and_split(episodes, arrays):
+    from gw_jax.idm.data import CACHE_NAME, split
+
+    assert arrays["frames"].shape == (5, FRAMES, SIZE, SIZE, 3) and arrays["joints"].shape == (5, FRAMES, 7)
+    assert (episodes / CACHE_NAME).is_file()
+    train, heldout = split(5)
+    assert len(heldout) == 1 and sorted([*train, *heldout]) == list(range(5))
+
+
+def test_segmenter_learns_arm_masks(arrays):
+    from gw_jax.idm.train import iou, predict_masks, train_segmenter
+
+    frames, masks = arrays["frames"], arrays["masks"]
+    params, losses = train_segmenter(frames[:4], masks[:4], steps=150, lr=1e-2, progress=False)
+    held_out = iou(predict_masks(params, frames[4]), masks[4])
+    assert np.mean(losses[-10:]) < 0.1 * losses[0], (losses[0], losses[-10:])
+    assert held_out > 0.6, held_out  # a constant (all-background or all-arm) mask scores ~0 or ~0.1
+
+
+def test_idm_fits_a_small_set(arrays):
+    from gw_jax.idm.train import idm_inputs, joint_metrics, predict_joints, train_idm
+
+    inputs = idm_inputs(arrays["frames"][:3], arrays["masks"][:3])
+    params, norm, losses = train_idm(inputs, arrays["joints"][:3], steps=150, batch=3, progress=False)
+    assert np.mean(losses[-10:]) < 0.1 * losses[0], (losses[0], losses[-10:])
+    fitted = joint_metrics(predict_joints(params, norm, inputs), arrays["joints"][:3], arrays["joint_names"])
+    assert fitted["r2_mean_varying"] > 0.8, fitted
+
+
+def test_cli_train_eval_label(episodes, tmp_path):
+    workdir, report = tmp_path / "w", tmp_path / "eval.json"
+    assert main(["idm", "train", "--data", str(episodes), "--workdir", str(workdir), "--steps", "3",
+                 "--seg-steps", "3"]) == 0
+    assert main(["idm", "eval", "--workdir", str(workdir), "--data", str(episodes), "--json", str(report)]) == 0
+    metrics = json.loads(report.read_text())
+    assert {"r2_mean", "mae_mean_rad", "segmenter_iou"} <= set(metrics)
+    assert set(metrics["joints"]) == {"shoulder_yaw", "shoulder_pitch", "elbow", "wrist_pitch", "wrist_roll",
+                                      "wrist_yaw", "gripper"}
+    assert metrics["split"] == "heldout" and len(metrics["episodes"]) == 1
+    assert (workdir / "eval_joints.png").stat().st_size > 1000
+
+    videos, out = tmp_path / "videos", tmp_path / "labels"
+    videos.mkdir()
+    shutil.copy(episodes / "0.mp4", videos / "clip.mp4")
+    assert main(["idm", "label", str(videos), str(out), "--workdir", str(workdir)]) == 0
+    with np.load(out / "clip.joints.npz") as labelled:
+        assert labelled["joints"].shape == (FRAMES, 7) and np.isfinite(labelled["joints"]).all()
+    assert (out / "clip.joints.csv").read_text().startswith("shoulder_yaw,")
+
+    from gw_jax.data.video import write_video
+
+    write_video(videos / "big.mp4", np.zeros((4, 2 * SIZE, 2 * SIZE, 3), np.uint8))
+    assert main(["idm", "label", str(videos), str(out), "--workdir", str(workdir)]) == 2  # wrong frame size
+
+
+def test_bad_inputs_exit_2(tmp_path, capsys):
+    missing = tmp_path / "nope"
+    assert main(["idm", "train", "--data", str(missing), "--workdir", str(tmp_path / "w")]) == 2
+    assert str(missing) in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["idm", "train", "--data", str(tmp_path / "empty"), "--workdir", str(tmp_path / "w")]) == 2
+    assert "no episodes" in capsys.readouterr().err
+    assert main(["idm", "eval", "--workdir", str(missing), "--data", str(tmp_path / "empty")]) == 2
+    assert "meta.json" in capsys.readouterr().err
+    assert main(["idm", "label", str(missing), str(tmp_path / "out"), "--workdir", str(missing)]) == 2
