@@ -75,6 +75,13 @@ def test_loader_batches_follow_the_reference_transform(packed):
     episode = int(batch["episode"][0])
     expected = np.load(raw / f"{episode}.npz")["joints"][np.linspace(0, 8, 5).astype(int)]
     np.testing.assert_array_equal(batch["joints"][0], expected)
+    np.testing.assert_array_equal(batch["ref_mask"], [[1, 0, 0, 0, 0]] * 2)  # released config: the first frame
+    masks = {tuple(b["ref_mask"][i]) for b, _ in zip(loader(out, num_frames=9, max_ref_frames=9, ref_start=0), range(6))
+             for i in range(2)}
+    prefixes = {tuple(float(t < n) for t in range(9)) for n in (0, 1, 5, 9)}  # n latents -> 1 + 4(n-1) frames
+    assert masks <= prefixes and len(masks) >= 3
+    with pytest.raises(UserInputError, match="num_frames=6 must be 1 \\+ 4k"):
+        loader(out, num_frames=6)
 
 
 def test_loader_is_deterministic_resumes_exactly_and_splits_processes(packed):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from gw_jax.diffusion import (make_x0_fn, reference_loss, reference_loss_terms, rollout, sample_flow_euler,
-                              sample_flow_heun, sample_ref_masks, sample_reference, sample_res2)
+                              sample_flow_heun, sample_ref_masks, sample_reference, sample_res2,
+                              latent_ref_masks_from_frames)
 from gw_jax.models.dit import GigaWorld0DiT
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -181,6 +182,7 @@ def test_masks_follow_the_mask_generator():
     np.testing.assert_array_equal(n_frames, np.where(n > 0, 1 + (n - 1) * 4, 0))
     # masks are prefixes
     assert np.all(np.diff(np.asarray(frame_masks), axis=-1) <= 0)
+    np.testing.assert_array_equal(latent_ref_masks_from_frames(frame_masks, 5), latent_masks)  # loader -> step
     _, released = sample_ref_masks(jax.random.key(1), batch_size=8, num_frames=17)  # max 1 frame, start 1
     np.testing.assert_array_equal(released[:, 0, :, 0, 0].sum(-1), np.ones(8))
 

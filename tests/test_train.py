@@ -157,3 +157,19 @@ def test_vae_inside_the_step_equals_precomputed_latents():
         results.append(jax.device_get(metrics))
     np.testing.assert_allclose(results[1]["loss"], results[0]["loss"], rtol=1e-5)
     np.testing.assert_allclose(results[1]["grad_norm"], results[0]["grad_norm"], rtol=1e-4)
+
+
+def test_loader_reference_masks_drive_the_loss():
+    """Batches with the loader's ref_mask (frame space) use it: the first frame == the loss's own draw under
+    the released config (max_ref_frames=1, start=1); no reference frame gives another loss."""
+    from gw_jax.train.step import make_loss_fn
+
+    config = small_config()
+    setup = build_setup(config, mesh=make_mesh(dict(data=1, fsdp=1, context=1, tensor=1), devices=jax.devices()[:1]))
+    loss_fn = jax.jit(make_loss_fn(setup.model_def, config.loss))
+    params = setup.init_state().params
+    batch = {k: jnp.asarray(v[:2]) for k, v in latent_dataset().items()}
+    losses = [float(loss_fn(params, batch if frames is None else dict(batch, ref_mask=jnp.asarray([frames] * 2)),
+                            jax.random.key(3)))
+              for frames in (None, [1.0] + [0.0] * 8, [0.0] * 9)]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6) and losses[2] != pytest.approx(losses[0], rel=1e-3)

@@ -52,20 +52,27 @@ class PackedRecords:
 class ClipTransform:
     """Example bytes + rng -> one training example (a Grain random map)."""
 
-    def __init__(self, num_frames: int, height: int, width: int, text_encoder: dict):
+    def __init__(self, num_frames: int, height: int, width: int, text_encoder: dict, *, max_ref_frames: int = 1,
+                 ref_start: int = 1):
         self.size = dict(num_frames=num_frames, height=height, width=width)
         self.text = dict(max_text_length=text_encoder["max_length"], text_width=text_encoder["width"])
+        self.ref = dict(max_ref_frames=max_ref_frames, ref_start=ref_start)
 
     def random_map(self, data: bytes, rng: np.random.Generator) -> dict:
-        return clip_from_record(decode_example(data), rng, **self.size, **self.text)
+        return clip_from_record(decode_example(data), rng, **self.size, **self.text, **self.ref)
 
     __call__ = random_map
 
 
 def make_loader(packed_dir, *, batch_size: int, num_frames: int, height: int, width: int, seed: int = 0,
                 shuffle: bool = True, num_epochs: int | None = None, worker_count: int = 0,
-                process_index: int | None = None, process_count: int | None = None, drop_remainder: bool = True):
-    """A Grain iterator of batches (dicts of numpy arrays) with ``get_state`` / ``set_state``."""
+                process_index: int | None = None, process_count: int | None = None, drop_remainder: bool = True,
+                max_ref_frames: int = 1, ref_start: int = 1):
+    """A Grain iterator of batches (dicts of numpy arrays) with ``get_state`` / ``set_state``.
+
+    Batches: video (B, 3, T, H, W) in [-1, 1], text_emb (B, L, D) with zeros past each prompt, text_mask,
+    fps, episode and ref_mask (B, T), the reference-frame masks of the seed's MaskGenerator(max_ref_frames,
+    start=ref_start, factor=4), drawn per clip."""
     import grain
 
     from gw_jax.errors import UserInputError
@@ -82,7 +89,11 @@ def make_loader(packed_dir, *, batch_size: int, num_frames: int, height: int, wi
     if shuffle:
         dataset = dataset.shuffle(seed=seed)
     dataset = dataset.repeat(num_epochs)
-    transform = ClipTransform(num_frames, height, width, source.index["text_encoder"])
+    if (num_frames - 1) % 4 or num_frames < max_ref_frames:
+        raise UserInputError(f"num_frames={num_frames} must be 1 + 4k (the VAE's time factor) and >= "
+                             f"max_ref_frames={max_ref_frames}")
+    transform = ClipTransform(num_frames, height, width, source.index["text_encoder"],
+                              max_ref_frames=max_ref_frames, ref_start=ref_start)
     dataset = dataset.random_map(transform, seed=seed).batch(batch_size, drop_remainder=drop_remainder)
     # Read ahead a couple of batches on threads (Grain's default buffer is hundreds of elements).
     iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))

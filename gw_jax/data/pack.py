@@ -137,8 +137,9 @@ def _shard_is_done(out_dir: Path, job: dict) -> dict | None:
 
 
 def pack(raw_dir, out_dir, *, text_encoder, shards: int = 1, workers: int = 1, strict: bool = False,
-         progress: bool = True) -> dict:
-    """Packs RAW into OUT and returns the index. ``text_encoder``: ``encode(prompts) -> (emb, mask)``."""
+         progress: bool = True, skipped_before: list[dict] = ()) -> dict:
+    """Packs RAW into OUT and returns the index. ``text_encoder``: ``encode(prompts) -> (emb, mask)``;
+    ``skipped_before``: inputs an earlier stage (an import) skipped, counted in the index too."""
     from tqdm.auto import tqdm
 
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
@@ -146,6 +147,7 @@ def pack(raw_dir, out_dir, *, text_encoder, shards: int = 1, workers: int = 1, s
     if shards < 1:
         raise UserInputError("--shards must be at least 1")
     prompts, skipped = read_prompts(raw_dir, stems)
+    skipped = list(skipped_before) + skipped
     if strict and skipped:
         raise UserInputError(f"--strict: {skipped[0]['file']}: {skipped[0]['reason']} "
                              f"({len(skipped)} bad input(s); nothing written)")

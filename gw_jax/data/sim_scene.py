@@ -13,38 +13,41 @@ GRIPPER_JOINTS = ("finger_left", "finger_right")
 COLOURS = {"red": (0.85, 0.15, 0.12), "green": (0.15, 0.7, 0.2), "blue": (0.15, 0.3, 0.85),
            "yellow": (0.9, 0.8, 0.1)}
 TABLE_TOP = 0.40  # metres
+ARM_BASE_Y = -0.35  # the arm stands at (0, ARM_BASE_Y) on the table
 
 
 def _arm_xml() -> str:
     link = 'rgba="0.75 0.75 0.78 1" group="1"'
     return f"""
-    <body name="arm_base" pos="0 -0.35 {TABLE_TOP}">
+    <body name="arm_base" pos="0 {ARM_BASE_Y} {TABLE_TOP}">
       <geom type="cylinder" size="0.06 0.03" pos="0 0 0.03" {link}/>
-      <body name="link1" pos="0 0 0.06">
+      <body name="link1" gravcomp="1" pos="0 0 0.06">
         <joint name="shoulder_yaw" type="hinge" axis="0 0 1" range="-2.6 2.6" damping="2"/>
         <geom type="capsule" fromto="0 0 0 0 0 0.12" size="0.045" {link}/>
-        <body name="link2" pos="0 0 0.12">
+        <body name="link2" gravcomp="1" pos="0 0 0.12">
           <joint name="shoulder_pitch" type="hinge" axis="1 0 0" range="-1.8 1.8" damping="2"/>
           <geom type="capsule" fromto="0 0 0 0 0.26 0" size="0.038" {link}/>
-          <body name="link3" pos="0 0.26 0">
+          <body name="link3" gravcomp="1" pos="0 0.26 0">
             <joint name="elbow" type="hinge" axis="1 0 0" range="-2.6 2.6" damping="1.5"/>
             <geom type="capsule" fromto="0 0 0 0 0.22 0" size="0.032" {link}/>
-            <body name="link4" pos="0 0.22 0">
+            <body name="link4" gravcomp="1" pos="0 0.22 0">
               <joint name="wrist_pitch" type="hinge" axis="1 0 0" range="-2.2 2.2" damping="1"/>
               <geom type="capsule" fromto="0 0 0 0 0.06 0" size="0.028" {link}/>
-              <body name="link5" pos="0 0.06 0">
+              <body name="link5" gravcomp="1" pos="0 0.06 0">
                 <joint name="wrist_roll" type="hinge" axis="0 1 0" range="-3 3" damping="0.5"/>
                 <geom type="sphere" size="0.027" {link}/>
-                <body name="link6" pos="0 0.03 0" euler="1.5708 0 0">
-                  <joint name="wrist_yaw" type="hinge" axis="0 0 1" range="-3 3" damping="0.5"/>
+                <body name="link6" gravcomp="1" pos="0 0.03 0" euler="1.5708 0 0">
+                  <!-- axis y here is link5's z: perpendicular to the roll axis, so the wrist is spherical
+                       and roll and yaw are both observable (a yaw along z would be coaxial with roll) -->
+                  <joint name="wrist_yaw" type="hinge" axis="0 1 0" range="-1.2 1.2" damping="0.5"/>
                   <geom type="box" size="0.06 0.02 0.015" {link}/>
                   <site name="grip" pos="0 0 -0.09" size="0.01"/>
-                  <body name="finger_l" pos="0.03 0 -0.04">
-                    <joint name="finger_left" type="slide" axis="1 0 0" range="0 0.035" damping="2"/>
+                  <body name="finger_l" gravcomp="1" pos="0.02 0 -0.04">
+                    <joint name="finger_left" type="slide" axis="1 0 0" range="0 0.035" damping="2" solreflimit="0.004 1"/>
                     <geom type="box" size="0.008 0.015 0.045" friction="2 0.05 0.01" rgba="0.3 0.3 0.32 1"/>
                   </body>
-                  <body name="finger_r" pos="-0.03 0 -0.04">
-                    <joint name="finger_right" type="slide" axis="-1 0 0" range="0 0.035" damping="2"/>
+                  <body name="finger_r" gravcomp="1" pos="-0.02 0 -0.04">
+                    <joint name="finger_right" type="slide" axis="-1 0 0" range="0 0.035" damping="2" solreflimit="0.004 1"/>
                     <geom type="box" size="0.008 0.015 0.045" friction="2 0.05 0.01" rgba="0.3 0.3 0.32 1"/>
                   </body>
                 </body>
@@ -61,7 +64,8 @@ def scene_xml(rng: np.random.Generator, *, objects: list[dict], background: tupl
     floor = background or (0.55, 0.55, 0.58)
     table = (0.62, 0.48, 0.33) if background is None else tuple(rng.uniform(0.2, 0.9, 3))
     object_xml = "".join(
-        f"""<body name="{o['name']}" pos="{o['pos'][0]:.4f} {o['pos'][1]:.4f} {TABLE_TOP + o['size']:.4f}">
+        f"""<body name="{o['name']}" pos="{o['pos'][0]:.4f} {o['pos'][1]:.4f} {TABLE_TOP + o['size']:.4f}"
+              euler="0 0 {o.get('yaw', 0.0):.4f}">
           <joint name="{o['name']}_free" type="free" damping="{o['damping']:.4f}"/>
           <geom name="{o['name']}_geom" type="box" size="{o['size']} {o['size']} {o['size']}" mass="{o['mass']:.4f}"
                 friction="{o['friction']:.4f} 0.01 0.001" rgba="{o['rgba'][0]} {o['rgba'][1]} {o['rgba'][2]} 1"/>
@@ -70,12 +74,12 @@ def scene_xml(rng: np.random.Generator, *, objects: list[dict], background: tupl
         f"""<geom name="distractor{i}" type="{d['type']}" size="{d['size']:.3f} {d['size']:.3f} {d['size']:.3f}"
               pos="{d['pos'][0]:.3f} {d['pos'][1]:.3f} {TABLE_TOP + d['size']:.3f}" contype="0" conaffinity="0"
               rgba="{d['rgba'][0]:.3f} {d['rgba'][1]:.3f} {d['rgba'][2]:.3f} 1"/>""" for i, d in enumerate(distractors))
-    actuators = "".join(f'<position joint="{j}" kp="{kp}" ctrlrange="-3 3"/>'
-                        for j, kp in zip(ARM_JOINTS, (120, 160, 120, 60, 30, 30)))
-    actuators += "".join(f'<position joint="{j}" kp="300" ctrlrange="0 0.035"/>' for j in GRIPPER_JOINTS)
+    actuators = "".join(f'<position joint="{j}" kp="{kp}" dampratio="1" ctrlrange="-3 3"/>'
+                        for j, kp in zip(ARM_JOINTS, (400, 500, 400, 200, 80, 80)))
+    actuators += "".join(f'<position joint="{j}" kp="300" ctrlrange="-0.02 0.035"/>' for j in GRIPPER_JOINTS)
     return f"""<mujoco model="gw_sim">
   <compiler angle="radian" autolimits="true"/>
-  <option timestep="0.002" integrator="implicitfast"/>
+  <option timestep="0.002" integrator="implicitfast" cone="elliptic" impratio="10"/>
   <visual><global offwidth="640" offheight="640"/><quality shadowsize="1024"/></visual>
   <worldbody>
     <light pos="0.3 -0.4 2.2" dir="-0.1 0.2 -1" diffuse="0.8 0.8 0.8" castshadow="true"/>

@@ -26,9 +26,20 @@ def resize_cover_and_crop(frames: np.ndarray, height: int, width: int, rng: np.r
     return frames[:, top:top + height, left:left + width]
 
 
+def reference_frame_mask(num_frames: int, rng: np.random.Generator, *, max_ref_frames: int = 1, start: int = 1,
+                         factor: int = 4) -> np.ndarray:
+    """The seed's MaskGenerator for one clip: n ~ U{start..max_ref_latents} reference latents, i.e. the first
+    1 + (n-1)*factor frames set to 1 (none when n = 0); (T,) float32."""
+    from gw_jax.diffusion.masks import max_ref_latents_of
+
+    n = int(rng.integers(start, max_ref_latents_of(max_ref_frames, factor, start) + 1))
+    return (np.arange(num_frames) < (1 + (n - 1) * factor if n else 0)).astype(np.float32)
+
+
 def clip_from_record(features: dict, rng: np.random.Generator, *, num_frames: int, height: int, width: int,
-                     max_text_length: int, text_width: int) -> dict:
-    """A decoded Example -> training example: video (3, T, H, W) float32 in [-1, 1], text, fps, ids."""
+                     max_text_length: int, text_width: int, max_ref_frames: int = 1, ref_start: int = 1) -> dict:
+    """A decoded Example -> training example: video (3, T, H, W) float32 in [-1, 1], text, fps, reference-frame
+    mask (T,), ids."""
     from gw_jax.data.video import decode_video_bytes
 
     name = features["name"][0].decode("utf-8")
@@ -43,7 +54,8 @@ def clip_from_record(features: dict, rng: np.random.Generator, *, num_frames: in
     text_emb[:text_len] = np.frombuffer(features["text_emb"][0], np.float16).reshape(text_len, text_width)
     fps = float(features["fps"][0]) * (num_frames - 1) / max(len(frames) - 1, 1)  # frames were subsampled
     out = dict(video=video, text_emb=text_emb, text_mask=np.arange(max_text_length) < text_len,
-               fps=np.float32(fps), episode=np.int32(features["episode"][0]))
+               fps=np.float32(fps), episode=np.int32(features["episode"][0]),
+               ref_mask=reference_frame_mask(num_frames, rng, max_ref_frames=max_ref_frames, start=ref_start))
     if "joints" in features:
         joints = np.frombuffer(features["joints"][0], np.float32).reshape(features["joints_shape"])
         out["joints"] = joints[np.minimum(index, len(joints) - 1)]

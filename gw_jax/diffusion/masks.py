@@ -14,7 +14,8 @@ import jax.numpy as jnp
 from gw_jax.errors import UserInputError
 
 
-def _check(max_ref_frames: int, factor: int, start: int) -> int:
+def max_ref_latents_of(max_ref_frames: int, factor: int, start: int) -> int:
+    """How many latents can be references; checks the MaskGenerator settings (a UserInputError if bad)."""
     if max_ref_frames <= 0 or (max_ref_frames - 1) % factor:
         raise UserInputError(f"max_ref_frames={max_ref_frames} must be 1 + k*factor (factor {factor})")
     max_ref_latents = 1 + (max_ref_frames - 1) // factor
@@ -24,7 +25,7 @@ def _check(max_ref_frames: int, factor: int, start: int) -> int:
 
 
 def sample_num_ref_latents(key, batch_size: int, *, max_ref_frames: int = 1, factor: int = 4, start: int = 1):
-    max_ref_latents = _check(max_ref_frames, factor, start)
+    max_ref_latents = max_ref_latents_of(max_ref_frames, factor, start)
     return jax.random.randint(key, (batch_size,), start, max_ref_latents + 1)
 
 
@@ -47,3 +48,14 @@ def sample_ref_masks(key, *, batch_size: int, num_frames: int, max_ref_frames: i
     frame_masks = (jnp.arange(num_frames)[None, :] < n_frames[:, None]).astype(jnp.float32)
     latent_masks = (jnp.arange(num_latents)[None, :] < n[:, None]).astype(jnp.float32)[:, None, :, None, None]
     return frame_masks, latent_masks
+
+
+def latent_ref_masks_from_frames(frame_masks, num_latent_frames: int) -> jax.Array:
+    """Frame masks (B, T_frames), 1 on a prefix of frames -> latent masks (B, 1, T_latent, 1, 1). With the
+    codec's time factor f = (T_frames - 1) / (T_latent - 1), latent k covers frames f(k-1)+1..fk, so it is a
+    reference exactly when frame k*f is."""
+    num_frames = frame_masks.shape[1]
+    factor = (num_frames - 1) // max(num_latent_frames - 1, 1) if num_latent_frames > 1 else 1
+    if 1 + factor * (num_latent_frames - 1) != num_frames:
+        raise ValueError(f"{num_frames} frames do not map onto {num_latent_frames} latent frames")
+    return jnp.asarray(frame_masks, jnp.float32)[:, ::factor][:, None, :num_latent_frames, None, None]

@@ -103,11 +103,14 @@ def _markdown(results: dict, names: list[str], data, plot_name: str) -> str:
         f"Training loss (normalised MSE, last 20 steps): masked {ms['loss_last']:.4f}, unmasked "
         f"{us['loss_last']:.4f}; where unmasked trains lower yet tests worse, it is fitting the backgrounds and "
         "distractors of its training episodes.",
-        f"Near-constant joints (held-out std below 0.01 rad): {', '.join(flat) or 'none'}. The scripted policy "
-        "holds them at 0; what varies is sub-milliradian servo deflection caused by the other joints' motion, far "
-        "below one pixel at this resolution. The IDM still explains part of it (R² above), presumably from the "
-        "arm's motion over neighbouring frames rather than from seeing the wrist turn, but these joints cap the "
-        "plain mean `r2_mean`; `r2_mean_varying` averages only the moving joints.",
+        *([f"Near-constant joints (held-out std below 0.01 rad): {', '.join(flat)}. What varies there is "
+           "servo deflection far below one pixel at this resolution; such joints cap the plain mean `r2_mean`, "
+           "while `r2_mean_varying` averages only the moving joints."] if flat else []),
+        "",
+        "The simulator's wrist is spherical (`gw_jax/data/sim_scene.py`): pitch, then roll about the forearm, "
+        "then a yaw perpendicular to the roll. The scripted policy turns the fingers to the cube's (random) "
+        "yaw, turns the cube while carrying it and tilts the empty gripper in transit, so every arm joint "
+        "moves and each is visible in the image.",
         "",
         "Method: a U-Net segmenter trained on the simulator's per-frame arm masks; the masked IDM sees frames "
         "times the segmenter's *predicted* soft mask in training and at label time (no train/label gap); the "

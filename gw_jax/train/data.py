@@ -84,7 +84,8 @@ def make_batches(config):
     local_batch = config.train.global_batch_size // jax.process_count()
     return make_loader(config.data.packed_dir, batch_size=local_batch, num_frames=config.data.num_frames,
                        height=config.data.height, width=config.data.width, seed=config.seed,
-                       worker_count=config.data.worker_count)
+                       worker_count=config.data.worker_count, max_ref_frames=config.loss.max_ref_frames,
+                       ref_start=config.loss.ref_start)
 
 
 def _batches_from_raw_episodes(config) -> ArrayBatches:

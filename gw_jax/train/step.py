@@ -35,9 +35,12 @@ def make_loss_fn(model_def: ModelDef, loss_cfg, latent_fn: LatentFn | None = Non
         key_inputs, key_masks = jax.random.split(key)
         noise, sigma = diffusion.sample_training_inputs(
             key_inputs, latents.shape, p_mean=loss_cfg.p_mean, p_std=loss_cfg.p_std)
-        ref_masks = diffusion.sample_latent_ref_masks(
-            key_masks, batch_size=latents.shape[0], num_latent_frames=latents.shape[2],
-            max_ref_frames=loss_cfg.max_ref_frames, start=loss_cfg.ref_start)
+        if "ref_mask" in batch:  # drawn per clip by the data loader, as the reference's transform does
+            ref_masks = diffusion.latent_ref_masks_from_frames(batch["ref_mask"], latents.shape[2])
+        else:
+            ref_masks = diffusion.sample_latent_ref_masks(
+                key_masks, batch_size=latents.shape[0], num_latent_frames=latents.shape[2],
+                max_ref_frames=loss_cfg.max_ref_frames, start=loss_cfg.ref_start)
         model = model_def.merge(params)
         per_sample = diffusion.reference_loss(model, latents, noise, sigma, ref_masks,
                                               batch["text_emb"], batch["fps"])
