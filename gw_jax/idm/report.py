@@ -45,7 +45,7 @@ def compare(out: str | Path, *, data=None, episodes: int = 160, steps: int = 800
         from gw_jax.data.sim import simulate_dataset
 
         data = simulate_dataset(out / "data", episodes, seed=seed, frames=17, height=64, width=64, fps=8.0,
-                                random_background=True, distractors=2)
+                                random_background=True, distractors=2, workers=2)
     for name, masked in (("masked", True), ("unmasked", False)):
         cli.fit(data, out / name, steps=steps, seg_steps=seg_steps, masked=masked, seed=seed)
     return write_report(out, data, report)
