@@ -37,13 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("compare", help="train masked and unmasked IDMs on the same data; write a report")
     p.add_argument("--out", required=True, help="work folder (data/, masked/, unmasked/, idm.md, idm_joints.png)")
     p.add_argument("--data", help="episodes to use (default: simulate OUT/data with random backgrounds)")
-    p.add_argument("--episodes", type=int, default=160, help="episodes to simulate when --data is not given")
+    p.add_argument("--episodes", type=int, default=400,
+                   help="episodes to simulate when --data is not given (default 400: docs/idm.md's setting)")
     p.add_argument("--report", help="markdown report path (default OUT/idm.md; the plot goes next to it)")
     _training_flags(p)
 
 
 def _training_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=800, help="IDM training steps (default 800)")
+    p.add_argument("--steps", type=int, default=2000, help="IDM training steps (default 2000)")
     p.add_argument("--seg-steps", type=int, default=300, help="segmenter training steps (default 300)")
     p.add_argument("--seed", type=int, default=0)
 
@@ -77,7 +78,7 @@ def _need_steps(steps: int, flag: str) -> None:
         raise UserInputError(f"{flag} must be at least 1")
 
 
-def fit(data: str | Path, workdir: str | Path, *, steps: int = 800, seg_steps: int = 300, masked: bool = True,
+def fit(data: str | Path, workdir: str | Path, *, steps: int = 2000, seg_steps: int = 300, masked: bool = True,
         seed: int = 0, progress: bool = True) -> dict:
     """Trains (segmenter +) IDM on ``data``'s training split and saves them into ``workdir``."""
     from gw_jax.idm import data as idm_data

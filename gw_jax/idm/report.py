@@ -35,7 +35,7 @@ def plot_joints(path: str | Path, predictions: dict[str, np.ndarray], true: np.n
     plt.close(fig)
 
 
-def compare(out: str | Path, *, data=None, episodes: int = 160, steps: int = 800, seg_steps: int = 300,
+def compare(out: str | Path, *, data=None, episodes: int = 400, steps: int = 2000, seg_steps: int = 300,
             seed: int = 0, report=None) -> Path:
     """Trains masked and unmasked IDMs on ``data`` (simulated into OUT/data if None); returns the report path."""
     from gw_jax.idm import cli
@@ -125,9 +125,9 @@ def _markdown(results: dict, names: list[str], data, plot_name: str) -> str:
         "",
         f"![predicted vs true joints on a held-out episode]({plot_name})",
         "",
-        f"Reproduce: `gw-jax idm compare --out /tmp/idm --steps {results['masked']['steps']} --report docs/idm.md` "
-        "(simulates the data first), or "
-        "`gw-jax idm train/eval` on a folder from `gw-jax sim --frames 17 --size 64 --random-background "
+        f"Reproduce: `gw-jax idm compare --out /tmp/idm --episodes {ms['train_episodes'] + ms['heldout_episodes']} "
+        f"--steps {results['masked']['steps']} --report docs/idm.md` (simulates the data first), or "
+        "`gw-jax idm train/eval` on a folder from `gw-jax sim --frames 17 --fps 8 --size 64 --random-background "
         "--distractors 2`.",
         "",
     ])
