@@ -1,4 +1,5 @@
-"""``gw-jax bench dit|vae [--preset tiny|cpu|2b] [--json PATH]``: JAX vs PyTorch, one run, one table."""
+"""``gw-jax bench dit|vae|sample [--preset tiny|cpu|2b] [--json PATH]``: JAX vs PyTorch, one run, one table;
+``bench data`` (loader throughput) and ``bench sim`` (scripted-policy success rates)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from gw_jax.errors import UserInputError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", choices=["dit", "vae", "sample", "data"])
+    parser.add_argument("what", choices=["dit", "vae", "sample", "data", "sim"])
     parser.add_argument("--preset", default="cpu", choices=["tiny", "cpu", "2b"])
     parser.add_argument("--no-torch-compile", action="store_true")
     parser.add_argument("--no-memory", action="store_true", help="vae: skip the ahead-of-time memory report")
@@ -18,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=0, help="data: loader worker processes")
     parser.add_argument("--batch-size", type=int, default=8, help="data: clips per batch")
     parser.add_argument("--seconds", type=float, default=10.0, help="data: how long to read")
+    parser.add_argument("--seeds", type=int, default=30, help="sim: episodes per task")
+    parser.add_argument("--fps", type=float, default=8.0, help="sim: frames per simulated second (33 frames)")
     parser.add_argument("--json", default=None, help="also write the results as JSON")
 
 
@@ -40,6 +43,10 @@ def run(args) -> int:
         from gw_jax.data.bench import bench_data, markdown_table
 
         report = bench_data(args.packed, batch_size=args.batch_size, workers=args.workers, seconds=args.seconds)
+    elif args.what == "sim":
+        from gw_jax.data.sim import bench_sim, markdown_table
+
+        report = bench_sim(args.seeds, fps=args.fps)
     else:
         raise UserInputError(f"bench {args.what}: unknown")
     print(markdown_table(report))

@@ -89,9 +89,6 @@ def make_loader(packed_dir, *, batch_size: int, num_frames: int, height: int, wi
     if shuffle:
         dataset = dataset.shuffle(seed=seed)
     dataset = dataset.repeat(num_epochs)
-    if (num_frames - 1) % 4 or num_frames < max_ref_frames:
-        raise UserInputError(f"num_frames={num_frames} must be 1 + 4k (the VAE's time factor) and >= "
-                             f"max_ref_frames={max_ref_frames}")
     transform = ClipTransform(num_frames, height, width, source.index["text_encoder"],
                               max_ref_frames=max_ref_frames, ref_start=ref_start)
     dataset = dataset.random_map(transform, seed=seed).batch(batch_size, drop_remainder=drop_remainder)

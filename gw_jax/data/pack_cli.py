@@ -49,6 +49,7 @@ def run(args) -> int:
     from gw_jax.diffusion.sample_cli import text_encoder_from_spec
 
     raw, out = _paths(args)
+    skipped_before = []  # inputs the RLDS import already rejected, counted in the index too
     if args.from_tfds:
         from gw_jax.data.rlds import import_rlds
 
@@ -58,9 +59,10 @@ def run(args) -> int:
         print(f"imported {summary['episodes']} episode(s) of {summary['path']} (video {summary['video']}, "
               f"prompt {summary['prompt']}, actions {summary['actions']}, joints {summary['joints']}); "
               f"skipped {len(summary['skipped'])}")
+        skipped_before = summary["skipped"]
     encoder = text_encoder_from_spec(args.text_encoder, max_length=args.max_text_tokens)
     index = pack(raw, out, text_encoder=encoder, shards=args.shards, workers=args.workers, strict=args.strict,
-                 skipped_before=summary["skipped"] if args.from_tfds else ())
+                 skipped_before=skipped_before)
     print(f"packed {index['num_records']} of {index['inputs']} episodes into {len(index['shards'])} shard(s) "
           f"in {out}; skipped {len(index['skipped'])}")
     for item in index["skipped"]:

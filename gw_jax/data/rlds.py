@@ -36,7 +36,6 @@ class Leaf:
     key: str
     kind: str
     shape: tuple
-    dtype: str
     per_step: bool
     encoding: str = "none"
 
@@ -76,15 +75,13 @@ def flatten_features(tree: dict, prefix: str = "", per_step: bool = False) -> li
         leaves += flatten_features(tree["sequence"]["feature"], prefix, True)
     elif "image" in tree:
         info = tree["image"]
-        leaves.append(Leaf(prefix[:-1], "image", _shape(info), info.get("dtype", "uint8"), per_step,
-                           info.get("encodingFormat", "png")))
+        leaves.append(Leaf(prefix[:-1], "image", _shape(info), per_step, info.get("encodingFormat", "png")))
     elif "text" in tree:
-        leaves.append(Leaf(prefix[:-1], "text", (), "string", per_step))
+        leaves.append(Leaf(prefix[:-1], "text", (), per_step))
     elif "tensor" in tree:
         info = tree["tensor"]
         kind = "text" if info.get("dtype") == "string" else "tensor"
-        leaves.append(Leaf(prefix[:-1], kind, _shape(info), info.get("dtype", "float32"), per_step,
-                           info.get("encoding", "none")))
+        leaves.append(Leaf(prefix[:-1], kind, _shape(info), per_step, info.get("encoding", "none")))
     return leaves
 
 

@@ -58,4 +58,4 @@ def latent_ref_masks_from_frames(frame_masks, num_latent_frames: int) -> jax.Arr
     factor = (num_frames - 1) // max(num_latent_frames - 1, 1) if num_latent_frames > 1 else 1
     if 1 + factor * (num_latent_frames - 1) != num_frames:
         raise ValueError(f"{num_frames} frames do not map onto {num_latent_frames} latent frames")
-    return jnp.asarray(frame_masks, jnp.float32)[:, ::factor][:, None, :num_latent_frames, None, None]
+    return jnp.asarray(frame_masks, jnp.float32)[:, ::factor][:, None, :, None, None]
