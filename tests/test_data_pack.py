@@ -10,9 +10,8 @@ import pytest
 
 from gw_jax.cli import main
 from gw_jax.data.loader import make_loader
-from gw_jax.data.pack import pack, read_index
+from gw_jax.data.pack import pack, read_index, verify
 from gw_jax.data.records import CorruptRecordError, decode_example, iter_records
-from gw_jax.data.verify_cli import verify
 from gw_jax.data.video import write_video
 from gw_jax.errors import UserInputError
 from gw_jax.models.text_hash import HashTextEncoder

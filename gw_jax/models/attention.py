@@ -17,6 +17,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from gw_jax.parallel.context_attention import context_parallel_attention
+
 AttentionFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 _KERNELS: dict[str, AttentionFn] = {}
 
@@ -67,14 +69,10 @@ def splash_attention(q, k, v):
 
 
 def _context_ring(q, k, v):
-    from gw_jax.parallel.context_attention import context_parallel_attention
-
     return context_parallel_attention(q, k, v, schedule="ring", fallback=xla_attention)
 
 
 def _context_allgather(q, k, v):
-    from gw_jax.parallel.context_attention import context_parallel_attention
-
     return context_parallel_attention(q, k, v, schedule="allgather", fallback=xla_attention)
 
 

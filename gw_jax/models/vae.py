@@ -22,9 +22,17 @@ import jax.numpy as jnp
 from einops import rearrange
 from flax import nnx
 
+from gw_jax.convert.vae_weights import load_diffusers_weights
 from gw_jax.errors import UserInputError, load_json
-from gw_jax.models.vae_blocks import (AttentionBlock, CausalConv3d, ChannelRMSNorm, MidBlock, ResidualBlock,
-                                      Resample, run_sequence)
+from gw_jax.models.vae_blocks import (
+    AttentionBlock,
+    CausalConv3d,
+    ChannelRMSNorm,
+    MidBlock,
+    Resample,
+    ResidualBlock,
+    run_sequence,
+)
 
 CHUNK_FRAMES = 4  # diffusers encodes frame 0, then 4 frames at a time
 WAN21_LATENTS_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
@@ -173,8 +181,6 @@ class WanVAE(nnx.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype=None, param_dtype=jnp.float32) -> "WanVAE":
         """Loads a diffusers ``AutoencoderKLWan`` folder (``config.json`` + (sharded) safetensors)."""
-        from gw_jax.convert.vae_weights import load_diffusers_weights
-
         path = Path(path)
         config = load_json(path / "config.json", what="a diffusers AutoencoderKLWan config")
         model = nnx.eval_shape(lambda: cls(rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype, **config))
@@ -250,8 +256,6 @@ _decode_jit = nnx.jit(WanVAE._decode, static_argnames="streaming")
 
 def vae_from_config(vae_config) -> WanVAE:
     """``config.vae`` -> WanVAE: the diffusers folder in ``pretrained``, else random init from its fields."""
-    from flax import nnx
-
     if vae_config.get("pretrained"):
         return WanVAE.from_pretrained(vae_config.pretrained)
     fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(vae_config).items()
@@ -276,8 +280,6 @@ class WanLatentCodec:
 
     def latent_fn(self):
         """(pure function (vae_state, video) -> normalised latents, vae_state) for use inside a train step."""
-        from flax import nnx
-
         graphdef, state = nnx.split(self.vae)
 
         def encode(vae_state, video):

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 
+from gw_jax.config import load_config
 from gw_jax.errors import UserInputError
+from gw_jax.parallel.distributed import initialize
+from gw_jax.train.loop import train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,15 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from gw_jax.config import load_config
-    from gw_jax.parallel.distributed import initialize
-
     config = load_config(args.config, args.config_overrides)
     initialize(config.multihost)
     if config.latents not in ("vae", "precomputed"):
         raise UserInputError(f"--config.latents must be 'vae' or 'precomputed', got {config.latents!r}")
-    from gw_jax.train.loop import train
-
     result = train(config, args.workdir, max_steps=args.max_steps, progress=not args.no_progress)
     final = result.losses[-1] if result.losses else float("nan")
     print(f"done: step {int(result.state.step)}, last logged loss {final:.4f}"

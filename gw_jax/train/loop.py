@@ -14,14 +14,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
 
+from gw_jax.errors import UserInputError
+from gw_jax.models.dit import GigaWorld0DiT
 from gw_jax.parallel.logical import use_mesh_rules
 from gw_jax.parallel.mesh import batch_sharding, describe, make_mesh
 from gw_jax.train.checkpoint import Checkpointer, abstract_with_shardings
+from gw_jax.train.data import make_batches, make_latent_encoder
 from gw_jax.train.metrics import MetricsWriter
 from gw_jax.train.optim import make_optimizer
 from gw_jax.train.sharding import state_shardings
@@ -42,8 +45,6 @@ def _rules(config):
 
 
 def dit_factory(model_config) -> Callable[[nnx.Rngs], nnx.Module]:
-    from gw_jax.models.dit import GigaWorld0DiT
-
     return lambda rngs: GigaWorld0DiT.from_config(model_config, rngs=rngs)
 
 
@@ -157,22 +158,16 @@ def train(config, workdir: str | Path, *, batches=None, vae=None, max_steps: int
     ``config.latents == "vae"`` (default: built from ``config.vae``). ``max_steps`` stops early (tests
     use it to simulate an interruption).
     """
-    from tqdm.auto import tqdm
-
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     latent_fn, vae_params = (None, None)
     if config.latents == "vae":
         if vae is None:
-            from gw_jax.train.data import make_latent_encoder
-
             vae = make_latent_encoder(config)
         latent_fn, vae_params = vae
     setup = build_setup(config, latent_fn=latent_fn)
     check_batch_layout(config, setup.mesh)
     if batches is None:
-        from gw_jax.train.data import make_batches
-
         batches = make_batches(config)
     checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=config.train.max_checkpoints,
                                 async_save=config.train.async_checkpoint)
@@ -233,8 +228,6 @@ def train(config, workdir: str | Path, *, batches=None, vae=None, max_steps: int
 
 def check_batch_layout(config, mesh: Mesh) -> None:
     """The global batch splits into accumulation micro-batches, each split over data x fsdp devices."""
-    from gw_jax.errors import UserInputError
-
     batch, accum = int(config.train.global_batch_size), int(config.train.accum_steps)
     shards = mesh.shape["data"] * mesh.shape["fsdp"]
     if batch % accum or (batch // accum) % shards:
