@@ -8,18 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gw_jax.diffusion import (
-    latent_ref_masks_from_frames,
-    make_x0_fn,
-    reference_loss,
-    reference_loss_terms,
-    rollout,
-    sample_flow_euler,
-    sample_flow_heun,
-    sample_ref_masks,
-    sample_reference,
-    sample_res2,
-)
+from gw_jax.diffusion import (make_x0_fn, reference_loss, reference_loss_terms, rollout, sample_flow_euler,
+                              sample_flow_heun, sample_ref_masks, sample_reference, sample_res2,
+                              latent_ref_masks_from_frames)
 from gw_jax.models.dit import GigaWorld0DiT
 
 FIXTURES = Path(__file__).parent / "fixtures"

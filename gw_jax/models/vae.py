@@ -24,15 +24,8 @@ from flax import nnx
 
 from gw_jax.convert.vae_weights import load_diffusers_weights
 from gw_jax.errors import UserInputError, load_json
-from gw_jax.models.vae_blocks import (
-    AttentionBlock,
-    CausalConv3d,
-    ChannelRMSNorm,
-    MidBlock,
-    Resample,
-    ResidualBlock,
-    run_sequence,
-)
+from gw_jax.models.vae_blocks import (AttentionBlock, CausalConv3d, ChannelRMSNorm, MidBlock, ResidualBlock,
+                                      Resample, run_sequence)
 
 CHUNK_FRAMES = 4  # diffusers encodes frame 0, then 4 frames at a time
 WAN21_LATENTS_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
