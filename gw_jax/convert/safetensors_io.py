@@ -1,7 +1,8 @@
 """Reading and writing (sharded) safetensors checkpoints as flat dicts of numpy arrays.
 
 Layouts: one ``NAME.safetensors``, or shards listed in ``NAME.safetensors.index.json``
-(``{"weight_map": {key: shard_file}}``) as written by diffusers/transformers.
+(``{"weight_map": {key: shard_file}}``) as written by diffusers/transformers. ``save_flat`` records the
+files' SHA-256s in ``SHA256SUMS``; ``load_flat`` checks them where that file exists.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gw_jax.convert.checksums import record_checksums, verify_checksums
 from gw_jax.errors import UserInputError
 
 
@@ -67,12 +69,16 @@ def read_safetensors(file: Path) -> dict[str, np.ndarray]:
         raise UserInputError(f"{file}: unreadable safetensors file ({type(e).__name__}: {e})") from e
 
 
-def load_flat(directory: str | Path, stem: str = "diffusion_pytorch_model") -> tuple[dict[str, np.ndarray], dict[str, Path]]:
-    """All tensors of a (sharded) checkpoint, and the file each key came from (for error messages)."""
+def load_flat(directory: str | Path, stem: str = "diffusion_pytorch_model", *,
+              verify: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Path]]:
+    """All tensors of a (sharded) checkpoint, and the file each key came from (for error messages).
+    ``verify``: check the files against the folder's SHA256SUMS, when it has one."""
     directory = Path(directory)
     if not directory.is_dir():
         raise UserInputError(f"{directory}: checkpoint directory not found")
     files, _ = find_weights(directory, stem)
+    if verify:
+        verify_checksums(directory, files)
     tensors, origin = {}, {}
     for file in files:
         for key, value in read_safetensors(file).items():
@@ -112,4 +118,5 @@ def save_flat(tensors: dict[str, np.ndarray], directory: str | Path, stem: str =
         index = {"metadata": {"total_size": int(sum(t.nbytes for t in tensors.values()))},
                  "weight_map": {k: name for name, ks in zip(names, shards) for k in ks}}
         (directory / f"{stem}.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    record_checksums(directory, written)
     return written
