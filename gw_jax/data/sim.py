@@ -341,11 +341,11 @@ def simulate_dataset(out_dir: str | Path, episodes: int, *, seed: int = 0, worke
 def load_episode(directory: str | Path, index: int) -> dict:
     """Frames (uint8 F,H,W,3), prompt and every ground-truth array of episode ``index``."""
     directory = Path(directory)
-    frames, _ = read_video(directory / f"{index}.mp4")
+    frames, fps = read_video(directory / f"{index}.mp4")
     prompt_path = directory / f"{index}.txt"
     if not prompt_path.is_file():
         raise UserInputError(f"{prompt_path}: missing prompt file")
-    episode = dict(frames=frames, prompt=prompt_path.read_text().strip())
+    episode = dict(frames=frames, prompt=prompt_path.read_text().strip(), fps=fps)  # the npz's fps wins
     npz = directory / f"{index}.npz"
     if npz.is_file():
         with np.load(npz) as data:
