@@ -176,9 +176,9 @@ def test_pack_interrupted_with_workers_then_resumed_equals_uninterrupted(tmp_pat
     process = subprocess.Popen([sys.executable, "-m", "gw_jax.cli", "pack", raw, out, *map(str, args)], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 120
-    while not out.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)  # the workers are starting or packing
+    while not any(out.rglob("shard-*")) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)  # until the workers write their first shard
+    assert process.poll() is None, "the pack ended before it could be interrupted"
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in a terminal signals the whole process group
     _, stderr = process.communicate(timeout=120)
     assert_one_line(subprocess.CompletedProcess(process.args, process.returncode, "", stderr), "pack",

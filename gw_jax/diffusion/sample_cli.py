@@ -54,6 +54,10 @@ def load_image(path: Path, height: int, width: int) -> np.ndarray:
 def run(args) -> int:
     if args.frames is not None and args.frames < 2:
         raise UserInputError("--frames must be at least 2 (the first one is the given image)")
+    if args.steps is not None and args.steps < 1:
+        raise UserInputError(f"--steps must be at least 1, got {args.steps}")
+    if args.guidance is not None and not np.isfinite(args.guidance):
+        raise UserInputError(f"--guidance must be a finite number, got {args.guidance}")
     if not Path(args.image).is_file():
         raise UserInputError(f"--image {args.image}: no such file")
     make_output_dir(Path(args.out).absolute().parent, flag="--out")
