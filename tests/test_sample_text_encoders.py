@@ -14,10 +14,8 @@ import numpy as np
 import pytest
 
 from gw_jax.cli import main
-from gw_jax.config import load_config
 from gw_jax.data.video import read_video
-from gw_jax.train.checkpoint import Checkpointer
-from gw_jax.train.loop import build_setup
+from test_bad_inputs import write_checkpoint
 
 PROMPTS = ["push the red cube to the left", "pick up the blue cube"]
 
@@ -45,15 +43,6 @@ def tiny_t5_folder(directory: Path) -> Path:
     tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     tokenizer.save(str(directory / "tokenizer.json"))
     return directory
-
-
-def write_checkpoint(workdir: Path, overrides: list[str]) -> None:
-    """Step 1 of a run of configs/demo.py with ``overrides``, as `gw-jax train` saves it (no training step)."""
-    config = load_config("configs/demo.py", overrides)
-    state = build_setup(config).init_state()
-    checkpointer = Checkpointer(workdir / "checkpoints", async_save=False)
-    checkpointer.save(1, state, config=config.to_dict())
-    checkpointer.close()
 
 
 @pytest.mark.parametrize("encoder", [pytest.param("hash", marks=pytest.mark.slow),  # also in tests/test_cli.py

@@ -262,7 +262,7 @@ def _nothing_to_pack(raw_dir: Path, skipped: list[dict]) -> UserInputError:
 
 def read_index(packed_dir) -> dict:
     path = Path(packed_dir) / INDEX_FILE
-    index = load_json(path, what="the index.json a complete `gw-jax pack` writes")
+    index = load_json(path, what="the index a complete `gw-jax pack` writes")
     if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
         raise UserInputError(f"{path}: not a `gw-jax pack` index (no shard list); re-run `gw-jax pack`")
     if index.get("schema_version") != SCHEMA_VERSION:
