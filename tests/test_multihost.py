@@ -66,7 +66,7 @@ def _results(procs: list[subprocess.Popen], timeout: float = 600) -> list[dict]:
             if p.poll() is None:
                 p.kill()
     results = []
-    for p, (out, err) in zip(procs, outputs):
+    for p, (out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err[-3000:]
         results.append(json.loads(out.split("RESULT ", 1)[1]))
     return results

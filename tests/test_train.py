@@ -61,7 +61,7 @@ def test_sharded_step_equals_single_device(axes, impl):
     metrics_8, params_8 = one_step(sharded, make_mesh(dict(sharded.mesh.axes)))
     np.testing.assert_allclose(metrics_8["loss"], metrics_1["loss"], rtol=1e-5)
     np.testing.assert_allclose(metrics_8["grad_norm"], metrics_1["grad_norm"], rtol=1e-4)
-    for a, b in zip(jax.tree.leaves(params_8), jax.tree.leaves(params_1)):
+    for a, b in zip(jax.tree.leaves(params_8), jax.tree.leaves(params_1), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
@@ -100,7 +100,7 @@ def test_interrupted_and_resumed_run_gives_the_same_losses(tmp_path):
     straight_losses = [m["loss"] for m in read_metrics(tmp_path / "straight")]
     assert len(straight_losses) == 6
     np.testing.assert_allclose(resumed_losses, straight_losses, rtol=1e-6)
-    for a, b in zip(jax.tree.leaves(second.state.params), jax.tree.leaves(straight.state.params)):
+    for a, b in zip(jax.tree.leaves(second.state.params), jax.tree.leaves(straight.state.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
@@ -124,7 +124,7 @@ def test_checkpoint_restores_onto_another_mesh(tmp_path):
     assert fresh.position == 3 and config == {"note": "mesh A"}
     kernel = restored.params["blocks"]["sub_blocks"][0]["block"]["to_q"]["kernel"]
     assert kernel.sharding.spec == P(None, None, "tensor")
-    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state_a)):
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state_a), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 

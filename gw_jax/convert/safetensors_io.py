@@ -48,7 +48,8 @@ def read_safetensors(file: Path) -> dict[str, np.ndarray]:
         raise UserInputError(f"{file}: unreadable safetensors file ({type(e).__name__}: {e})") from e
 
 
-def load_flat(directory: str | Path, stem: str = "diffusion_pytorch_model") -> tuple[dict[str, np.ndarray], dict[str, Path]]:
+def load_flat(directory: str | Path,
+              stem: str = "diffusion_pytorch_model") -> tuple[dict[str, np.ndarray], dict[str, Path]]:
     """All tensors of a (sharded) checkpoint, and the file each key came from (for error messages)."""
     directory = Path(directory)
     if not directory.is_dir():
@@ -82,13 +83,14 @@ def save_flat(tensors: dict[str, np.ndarray], directory: str | Path, stem: str =
         names = [f"{stem}.safetensors"]
     else:
         names = [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-    for name, shard_keys in zip(names, shards):
+    for name, shard_keys in zip(names, shards, strict=True):
         tmp = directory / (name + ".tmp")
-        safetensors.numpy.save_file({k: np.ascontiguousarray(tensors[k]) for k in shard_keys}, str(tmp), metadata={"format": "pt"})
+        safetensors.numpy.save_file({k: np.ascontiguousarray(tensors[k]) for k in shard_keys}, str(tmp),
+                                    metadata={"format": "pt"})
         tmp.replace(directory / name)
         written.append(directory / name)
     if len(shards) > 1:
         index = {"metadata": {"total_size": int(sum(t.nbytes for t in tensors.values()))},
-                 "weight_map": {k: name for name, ks in zip(names, shards) for k in ks}}
+                 "weight_map": {k: name for name, ks in zip(names, shards, strict=True) for k in ks}}
         (directory / f"{stem}.safetensors.index.json").write_text(json.dumps(index, indent=2))
     return written

@@ -204,7 +204,7 @@ def run_sequence(layers, x, cache: Cache, first: bool):
     """Runs blocks in order, each with its own entry of the cache list."""
     caches = cache if cache is not None else [None] * len(layers)
     new_caches = []
-    for layer, layer_cache in zip(layers, caches):
+    for layer, layer_cache in zip(layers, caches, strict=True):
         x, layer_cache = layer(x, layer_cache, first)
         new_caches.append(layer_cache)
     return x, new_caches
