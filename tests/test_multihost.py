@@ -122,8 +122,9 @@ def test_sigterm_to_one_host_stops_and_saves_every_host_at_the_same_step(tmp_pat
     deadline = time.time() + 300
     while not all((tmp_path / f"running-{i}").exists() for i in range(2)):
         if time.time() > deadline or any(p.poll() is not None for p in procs):
-            _results(procs, timeout=1)  # kills both and shows why
-            pytest.fail("training did not start")
+            for p in procs:
+                p.kill()
+            pytest.fail("training did not start:\n" + "\n".join(p.communicate()[1][-2000:] for p in procs))
         time.sleep(0.2)
     os.kill(procs[1].pid, signal.SIGTERM)
     results = _results(procs, timeout=240)  # a host left behind in a collective hangs: that fails here

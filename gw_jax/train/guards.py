@@ -12,9 +12,10 @@
   SIGTERM on any host and the coordination service picks one step for all of them; Orbax's
   ``reached_preemption(step)`` turns True on every host at that step, so all save it and return together
   instead of one host leaving a collective that the others then wait in forever.
-- ``FiniteGuard``: keeps each step's loss and gradient norm (device scalars) until the next check, then
-  fetches them at once; the first non-finite one raises :class:`NonFiniteLossError` naming its step. The
-  loop checks before every save, so the newest checkpoint is always the last good one.
+- ``FiniteGuard``: keeps each step's loss and gradient norm (device scalars) until the next check (every log
+  line, every save, at least every 100 steps), then fetches them at once; the first non-finite one raises
+  :class:`NonFiniteLossError` naming its step. The loop checks before every save, so the newest checkpoint is
+  always the last good one.
 - ``Profiler``: ``config.train.profile_steps`` steps traced with ``jax.profiler`` (TensorBoard / XProf).
 """
 
@@ -71,8 +72,12 @@ class FiniteGuard:
         self.last_saved: int | None = None
         self._pending: list[tuple[int, dict]] = []
 
+    MAX_PENDING = 100  # a check at least this often, whatever log_every is: bounded memory, negligible syncs
+
     def add(self, step: int, metrics: dict) -> None:
         self._pending.append((step, {k: metrics[k] for k in ("loss", "grad_norm") if k in metrics}))
+        if len(self._pending) >= self.MAX_PENDING:
+            self.check()
 
     def check(self) -> None:
         pending, self._pending = jax.device_get(self._pending), []
