@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gw_jax.physics.surrogate import Surrogate
-from gw_jax.physics.system import PARAM_HIGH, PARAM_LOW, SliderSystem, from_unit
+from gw_jax.physics.surrogate import Surrogate, evaluate_one_step, rollout
+from gw_jax.physics.system import PARAM_HIGH, PARAM_LOW, PARAM_NAMES, SliderSystem, from_unit, make_dataset
 
 
 def _batched(states, actions):
@@ -188,8 +188,6 @@ def time_to_target(param_history, truth, wall_s: float) -> float:
 
 def rollout_nrmse(surrogate: Surrogate, dataset: dict) -> float:
     """Open-loop rollout error with the true parameters, RMSE per component / the state's spread."""
-    from gw_jax.physics.surrogate import rollout
-
     batched = jax.jit(jax.vmap(lambda s, a, p: rollout(surrogate, s[0], a, p)))
     states = dataset["states"]
     predicted = np.asarray(batched(states.astype(np.float32), dataset["actions"].astype(np.float32),
@@ -204,9 +202,6 @@ def benchmark(surrogates: dict, systems: int, restarts: int = 8, iterations: int
     ``surrogates`` maps ``"pinn"``/``"mlp"`` to ``(Surrogate, train_seconds)``. Returns the metrics
     dict (JSON-ready) and per-method histories ``[(seconds (I,), mean rel. error (I,), loss (I,))]``.
     """
-    from gw_jax.physics.surrogate import evaluate_one_step
-    from gw_jax.physics.system import PARAM_NAMES, make_dataset
-
     heldout = make_dataset(seed + 10_000, systems)
     errors = {m: [] for m in METHOD_LABELS}
     walls, reach, histories, extra = ({m: [] for m in METHOD_LABELS} for _ in range(4))
