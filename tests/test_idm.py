@@ -146,3 +146,8 @@ def test_old_single_file_checkpoint_says_retrain(tmp_path, capsys):
     assert main(["idm", "eval", "--workdir", str(old), "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "old single-file format" in err and "retrain" in err and len(err.splitlines()) == 1, err
+    (old / "idm.msgpack").unlink()
+    (old / "idm").mkdir()  # folders that are no Orbax checkpoints
+    (old / "segmenter").mkdir()
+    assert main(["idm", "eval", "--workdir", str(old), "--data", str(tmp_path)]) == 2
+    assert "not a readable IDM checkpoint" in capsys.readouterr().err

@@ -175,8 +175,11 @@ def _orbax_restore(path: Path, model: nnx.Module, extra: dict | None = None) -> 
     """Restores ``{"params": ..., **extra}`` saved by ``save`` into the abstract ``model`` (from
     ``nnx.eval_shape``); ``extra`` maps further keys to ShapeDtypeStructs."""
     graphdef, state = nnx.split(model)
-    with ocp.StandardCheckpointer() as checkpointer:
-        tree = checkpointer.restore(path.absolute(), dict(params=nnx.to_pure_dict(state), **(extra or {})))
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            tree = checkpointer.restore(path.absolute(), dict(params=nnx.to_pure_dict(state), **(extra or {})))
+    except Exception as e:  # noqa: BLE001 - any decode failure is a bad checkpoint
+        raise UserInputError(f"{path}: not a readable IDM checkpoint ({e})") from None
     nnx.replace_by_pure_dict(state, tree.pop("params"))
     return nnx.merge(graphdef, state), tree
 
@@ -198,13 +201,12 @@ def load(workdir: str | Path) -> Trained:
     if not (workdir / META_FILE).is_file():
         raise UserInputError(f"{workdir / META_FILE}: missing; {retrain}")
     meta = json.loads((workdir / META_FILE).read_text())
-    needed = [IDM_DIR] + ([SEG_DIR] if meta.get("masked") else [])
-    for name in needed:
+    for name in [IDM_DIR] + ([SEG_DIR] if meta.get("masked") else []):
+        if any(workdir.glob(f"{name}.*")) and not (workdir / name).is_dir():  # earlier versions: one file per net
+            raise UserInputError(f"{workdir / name}: checkpoint in an old single-file format; retrain with "
+                                 f"`gw-jax idm train --workdir {workdir}`")
         if not (workdir / name).is_dir():
-            old = any(workdir.glob(f"{name}.*"))  # earlier gw-jax versions wrote one file per network
-            raise UserInputError(f"{workdir / name}: " + ("checkpoint in an old single-file format; retrain with "
-                                                           f"`gw-jax idm train --workdir {workdir}`" if old else
-                                                           f"missing; {retrain}"))
+            raise UserInputError(f"{workdir / name}: missing; {retrain}")
     d = len(meta["joint_names"])
     idm = nnx.eval_shape(lambda: IDM(tuple(meta["frame_shape"][:2]), joints=d, rngs=nnx.Rngs(0)))
     vector = jax.ShapeDtypeStruct((d,), jnp.float32)
