@@ -70,7 +70,7 @@ def test_surrogate_checkpoint_roundtrip(pinn, tmp_path):
 def test_gradient_identification_recovers_heldout_system(pinn):
     surrogate, _ = pinn
     heldout = sysmod.make_dataset(1234, 2)
-    for truth, states, actions in zip(heldout["params"], heldout["states"], heldout["actions"]):
+    for truth, states, actions in zip(heldout["params"], heldout["states"], heldout["actions"], strict=True):
         result = identify_gradient(surrogate, states, actions, restarts=4, steps=150)
         assert np.all(relative_error(result["params"], truth) < [0.15, 0.05, 0.15]), (result["params"], truth)
         assert np.all((result["params"] >= sysmod.PARAM_LOW) & (result["params"] <= sysmod.PARAM_HIGH))

@@ -62,9 +62,9 @@ class UNet(nnx.Module):
 
     def __init__(self, features: tuple[int, ...] = (8, 16, 32), *, rngs: nnx.Rngs):
         ins = (3 + COORDS, *features[:-2])
-        self.down = nnx.List([ConvBlock(i, f, rngs=rngs) for i, f in zip(ins, features[:-1])])
+        self.down = nnx.List([ConvBlock(i, f, rngs=rngs) for i, f in zip(ins, features[:-1], strict=True)])
         self.middle = ConvBlock(features[-2], features[-1], rngs=rngs)
-        ups = list(zip(features[:0:-1], features[-2::-1]))  # (in, out) per level, coarse to fine
+        ups = list(zip(features[:0:-1], features[-2::-1], strict=True))  # (in, out) per level, coarse to fine
         self.up = nnx.List([nnx.ConvTranspose(i, f, (2, 2), (2, 2), rngs=rngs) for i, f in ups])
         self.up_blocks = nnx.List([ConvBlock(2 * f, f, rngs=rngs) for _, f in ups])  # upsampled ++ skip
         self.head = nnx.Conv(features[0], 1, (1, 1), rngs=rngs)
@@ -78,7 +78,7 @@ class UNet(nnx.Module):
             skips.append(x)
             x = nnx.max_pool(x, (2, 2), (2, 2))
         x = self.middle(x)
-        for up, block, skip in zip(self.up, self.up_blocks, reversed(skips)):
+        for up, block, skip in zip(self.up, self.up_blocks, reversed(skips), strict=True):
             x = block(jnp.concatenate([up(x), skip], axis=-1))
         logits = self.head(x)[..., 0]
         return logits.reshape(*lead, *logits.shape[-2:])
@@ -91,7 +91,7 @@ class FrameEncoder(nnx.Module):
                  embed: int = 256, *, rngs: nnx.Rngs):
         # downsample first: 5x cheaper than full-resolution convs, same accuracy here
         ins = (3 + COORDS, *features[:-1])
-        self.layers = nnx.List([m for i, f in zip(ins, features)
+        self.layers = nnx.List([m for i, f in zip(ins, features, strict=True)
                                 for m in (ConvNorm(i, f, strides=2, rngs=rngs), ConvNorm(f, f, rngs=rngs))])
         h, w = frame_hw
         for _ in features:  # 'SAME' stride-2 convolutions: ceil(size / 2)

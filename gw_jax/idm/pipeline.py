@@ -124,7 +124,7 @@ def plot_joints(path: str | Path, predictions: dict[str, np.ndarray], true: np.n
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.6), squeeze=False)
-    for j, (ax, name) in enumerate(zip(axes[0], names)):
+    for j, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
         ax.plot(true[:, j], "k-", lw=2, label="true")
         for label_, pred in predictions.items():
             ax.plot(pred[:, j], "--", lw=1.5, label=label_)

@@ -149,9 +149,9 @@ def joint_metrics(pred: np.ndarray, true: np.ndarray, names, varying_std: float 
     varying = std > varying_std
     return dict(r2_mean=float(r2.mean()), mae_mean_rad=float(mae.mean()),
                 r2_mean_varying=float(r2[varying].mean()) if varying.any() else float("nan"),
-                varying_joints=[str(n) for n, v in zip(names, varying) if v],
+                varying_joints=[str(n) for n, v in zip(names, varying, strict=True) if v],
                 joints={str(n): dict(r2=float(r), mae=float(m), std=float(s))
-                        for n, r, m, s in zip(names, r2, mae, std)})
+                        for n, r, m, s in zip(names, r2, mae, std, strict=True)})
 
 
 # ---- checkpoints ----------------------------------------------------------------------------------

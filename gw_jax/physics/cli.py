@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sim = sub.add_parser("simulate", help="write an example trajectory file with known parameters")
     sim.add_argument("--out", required=True, help="output .npz")
     sim.add_argument("--steps", type=int, default=200)
-    for name, default in zip(sysmod.PARAM_NAMES, (1.0, 20.0, 1.0)):
+    for name, default in zip(sysmod.PARAM_NAMES, (1.0, 20.0, 1.0), strict=True):
         sim.add_argument(f"--{name}", type=float, default=default)
     sim.add_argument("--seed", type=int, default=0)
 
@@ -152,5 +152,6 @@ def write_report(metrics: dict) -> str:
         m = metrics["methods"][kind]
         lines.append(f"| {m['label']} | {m['train_s']:.1f} | {m['heldout_one_step_loss']:.2e} | "
                      f"{m['heldout_rollout_nrmse']:.3f} | {m['compile_s']:.1f} |")
-    lines.append(f"\nCMA-ES median simulator rollouts per system: {metrics['methods']['cmaes']['median_evaluations']:.0f}")
+    cmaes_runs = metrics["methods"]["cmaes"]["median_evaluations"]
+    lines.append(f"\nCMA-ES median simulator rollouts per system: {cmaes_runs:.0f}")
     return "\n".join(lines) + "\n"

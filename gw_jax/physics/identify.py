@@ -106,7 +106,8 @@ def simulator_loss(system: SliderSystem, phys, states, actions) -> float:
     """MSE between MuJoCo re-simulations with ``phys`` and the observed trajectories (per-component
     normalised by the observed spread)."""
     scale = states.reshape(-1, 2).std(0) + 1e-8
-    errors = [np.mean(np.square((system.simulate(phys, a, s[0]) - s) / scale)) for s, a in zip(states, actions)]
+    errors = [np.mean(np.square((system.simulate(phys, a, s[0]) - s) / scale))
+              for s, a in zip(states, actions, strict=True)]
     return float(np.mean(errors))
 
 
@@ -228,8 +229,8 @@ def benchmark(surrogates: dict, systems: int, restarts: int = 8, iterations: int
         err = np.array(errors[method])
         table[method] = {
             "label": label,
-            "median_rel_err": dict(zip(PARAM_NAMES, np.median(err, 0).tolist())),
-            "max_rel_err": dict(zip(PARAM_NAMES, err.max(0).tolist())),
+            "median_rel_err": dict(zip(PARAM_NAMES, np.median(err, 0).tolist(), strict=True)),
+            "max_rel_err": dict(zip(PARAM_NAMES, err.max(0).tolist(), strict=True)),
             "median_wall_s": float(np.median(walls[method])),
             "total_wall_s": float(np.sum(walls[method])),
             "median_time_to_target_s": float(np.median(reach[method])),
@@ -247,9 +248,9 @@ def benchmark(surrogates: dict, systems: int, restarts: int = 8, iterations: int
     metrics = {f"rel_err_{n}": pinn["median_rel_err"][n] for n in PARAM_NAMES}
     metrics.update({
         "target_met": bool(np.all(medians <= TARGET) and pinn["median_wall_s"] < table["cmaes"]["median_wall_s"]),
-        "target": dict(zip(PARAM_NAMES, TARGET.tolist())),
+        "target": dict(zip(PARAM_NAMES, TARGET.tolist(), strict=True)),
         "systems": systems, "restarts": restarts, "iterations": iterations, "horizon": horizon, "methods": table,
-        "per_system": [{"truth": dict(zip(PARAM_NAMES, heldout["params"][i].tolist())),
+        "per_system": [{"truth": dict(zip(PARAM_NAMES, heldout["params"][i].tolist(), strict=True)),
                         **{m: errors[m][i].tolist() for m in METHOD_LABELS}} for i in range(systems)],
     })
     return metrics, histories

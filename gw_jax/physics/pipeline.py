@@ -89,10 +89,10 @@ def fit_trajectories(trajectories, out, *, surrogate=None, restarts: int = 8, it
                                    cache_dir=out)["pinn"][0]
     result = identify_gradient(model, states, actions, restarts=restarts, steps=iterations, horizon=horizon,
                                seed=seed)
-    params = dict(zip(sysmod.PARAM_NAMES, map(float, result["params"])))
+    params = dict(zip(sysmod.PARAM_NAMES, map(float, result["params"]), strict=True))
     report = {**params, "final_loss": float(result["loss_history"][-1]), "trajectories": str(trajectories),
               "ranges": {n: [float(lo), float(hi)] for n, lo, hi in
-                         zip(sysmod.PARAM_NAMES, sysmod.PARAM_LOW, sysmod.PARAM_HIGH)}}
+                         zip(sysmod.PARAM_NAMES, sysmod.PARAM_LOW, sysmod.PARAM_HIGH, strict=True)}}
     (out / "params.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "params.xml").write_text(sysmod.mjcf_snippet(result["params"]))
     return report

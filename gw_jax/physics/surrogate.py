@@ -39,7 +39,8 @@ class _MLP(nnx.Module):
     """GELU MLP ``FEATURES -> widths -> out``; ``zero_last`` starts the output at exactly zero."""
 
     def __init__(self, widths: tuple[int, ...], out: int, zero_last: bool = False, *, rngs: nnx.Rngs):
-        self.hidden = nnx.List([nnx.Linear(i, w, rngs=rngs) for i, w in zip((FEATURES, *widths), widths)])
+        ins = (FEATURES, *widths[:-1])
+        self.hidden = nnx.List([nnx.Linear(i, w, rngs=rngs) for i, w in zip(ins, widths, strict=True)])
         init = nnx.initializers.zeros if zero_last else nnx.initializers.lecun_normal()
         self.out = nnx.Linear(widths[-1], out, kernel_init=init, rngs=rngs)
 
