@@ -144,12 +144,13 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
     generated = slice(1, None)  # frame 0 is the given reference frame
     scores = {}
     for name, video in rollouts.items():
-        scores[f"psnr_{name}"] = float(np.mean([psnr(t[generated] / 255, v[generated] / 255) for t, v in zip(truth, video)]))
-        scores[f"ssim_{name}"] = float(np.mean([ssim(t[generated] / 255, v[generated] / 255) for t, v in zip(truth, video)]))
+        pairs = list(zip(truth, video, strict=True))
+        scores[f"psnr_{name}"] = float(np.mean([psnr(t[generated] / 255, v[generated] / 255) for t, v in pairs]))
+        scores[f"ssim_{name}"] = float(np.mean([ssim(t[generated] / 255, v[generated] / 255) for t, v in pairs]))
     # a baseline any world model should beat: repeat the reference frame
     copy_first = np.repeat(truth[:, :1], truth.shape[1], axis=1)
     scores["psnr_copy_first_frame"] = float(np.mean([psnr(t[generated] / 255, c[generated] / 255)
-                                                     for t, c in zip(truth, copy_first)]))
+                                                     for t, c in zip(truth, copy_first, strict=True)]))
     losses = read_metrics(out / "train")
     write_results(out, truth, rollouts["untrained"], rollouts["trained"], test_clips["prompts"], losses,
                   float(test_clips["fps"][0]))

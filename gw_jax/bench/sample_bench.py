@@ -7,6 +7,7 @@ two model calls per step (conditional and unconditional) and the same update, so
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import jax
@@ -63,7 +64,7 @@ def bench_torch_sampler(p: dict, steps: int) -> dict | None:
     def loop():
         x = noise
         with torch.no_grad():
-            for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
+            for sigma, sigma_next in itertools.pairwise(sigmas):
                 conditional, unconditional = x0(x, sigma, context), x0(x, sigma, negative)
                 denoised = conditional + 7.0 * (conditional - unconditional)
                 x = denoised + (x - denoised) * (sigma_next / sigma)

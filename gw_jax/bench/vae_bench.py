@@ -129,7 +129,8 @@ def markdown_table(report: dict) -> str:
         torch_s = report.get("torch", {}).get(f"{step}_s")
         ratio = report.get(f"{step}_speedup_jax_over_torch")
         lines.append(f"| {step} | {report['jax'][f'{step}_s']:.3f} | "
-                     f"{'n/a' if torch_s is None else f'{torch_s:.3f}'} | {'n/a' if ratio is None else f'{ratio:.2f}x'} |")
+                     f"{'n/a' if torch_s is None else f'{torch_s:.3f}'} | "
+                     f"{'n/a' if ratio is None else f'{ratio:.2f}x'} |")
     for name, m in report.get("compiled_memory", {}).items():
         lines.append(f"\ncompiled {name} {m['input_shape']}: arguments {m['arguments_gib']:.3f} GiB, temporaries "
                      f"{m['temporaries_gib']:.3f} GiB, outputs {m['outputs_gib']:.3f} GiB, {m['gflops']:.1f} GFLOP")

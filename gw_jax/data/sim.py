@@ -12,6 +12,7 @@ camera intrinsics/extrinsics, depth, arm segmentation, object physics).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -110,7 +111,8 @@ def _waypoints(task: str, cube: dict, target_xy, wrist: dict):
                 (1.0, (*end, hover), GRIPPER_CLOSED, (heading - turn, -tilt))]
     grasp = _grasp_heading(cube)
     plan = [(0.0, None, GRIPPER_OPEN, (None, 0.0)), (0.2, (cx, cy, hover), GRIPPER_OPEN, (grasp, tilt)),
-            (0.35, (cx, cy, grip_z), GRIPPER_OPEN, (grasp, 0.0)), (0.45, (cx, cy, grip_z), GRIPPER_CLOSED, (grasp, 0.0))]
+            (0.35, (cx, cy, grip_z), GRIPPER_OPEN, (grasp, 0.0)),
+            (0.45, (cx, cy, grip_z), GRIPPER_CLOSED, (grasp, 0.0))]
     # Carrying, the wrist turns the cube about the vertical but never tilts: a tilted grip drops it.
     if task == "pick":
         return plan + [(0.75, (cx, cy, hover + 0.05), GRIPPER_CLOSED, (grasp + turn, 0.0)),
@@ -126,7 +128,7 @@ def _interpolate(plan, start_xyz, start_heading, fraction):
     """Cosine-eased position, wrist heading and tilt along the plan; the gripper switches half-way."""
     points = [(t, np.asarray(start_xyz if p is None else p, float), g,
                np.array([start_heading if w[0] is None else w[0], w[1]], float)) for t, p, g, w in plan]
-    for (t0, p0, g0, w0), (t1, p1, g1, w1) in zip(points, points[1:]):
+    for (t0, p0, g0, w0), (t1, p1, g1, w1) in itertools.pairwise(points):
         if fraction <= t1:
             s = 0.5 - 0.5 * np.cos(np.pi * np.clip((fraction - t0) / max(t1 - t0, 1e-9), 0, 1))
             return p0 + s * (p1 - p0), (g1 if s > 0.5 else g0), w0 + s * (w1 - w0)

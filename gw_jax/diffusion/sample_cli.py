@@ -72,7 +72,7 @@ def run(args) -> int:
     config.mesh.axes = ml_collections.ConfigDict(dict(data=-1, fsdp=1, context=1, tensor=1))
     codec, text = load_codec(config), load_text_encoder(config)
     setup = build_setup(config, mesh=None)
-    state, _, _ = checkpointer.restore(abstract_with_shardings(setup.abstract_state, setup.state_sharding))
+    state, _ = checkpointer.restore(abstract_with_shardings(setup.abstract_state, setup.state_sharding))
     model = setup.model_def.merge(state.ema_params if args.ema else state.params)
 
     frames = args.frames or config.data.num_frames

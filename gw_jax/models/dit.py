@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import operator
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -188,6 +189,6 @@ class GigaWorld0DiT(nnx.Module):
             return scan_fn(self.blocks, x_btsd)
         graphdef, state = nnx.split(self.blocks)
         for i in range(self.config["num_blocks"]):
-            block = nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state))
+            block = nnx.merge(graphdef, jax.tree.map(operator.itemgetter(i), state))
             x_btsd = apply(block, x_btsd)
         return x_btsd

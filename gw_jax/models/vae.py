@@ -14,6 +14,7 @@ that do not divide by the spatial factor are errors rather than silently dropped
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -58,7 +59,7 @@ class Encoder(nnx.Module):
         dims = [dim * m for m in [1, *dim_mult]]
         self.conv_in = CausalConv3d(in_channels, dims[0], (3, 3, 3), padding=(1, 1, 1), rngs=rngs, **kw)
         blocks, scale = [], 1.0
-        for level, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+        for level, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
             for _ in range(num_res_blocks):
                 blocks.append(ResidualBlock(in_dim, out_dim, rngs=rngs, **kw))
                 if scale in attn_scales:
@@ -89,7 +90,7 @@ class Decoder(nnx.Module):
         self.conv_in = CausalConv3d(z_channels, dims[0], (3, 3, 3), padding=(1, 1, 1), rngs=rngs, **kw)
         self.mid_block = MidBlock(dims[0], rngs=rngs, **kw)
         up_blocks = []
-        for level, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+        for level, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
             if level > 0:
                 in_dim //= 2  # the previous level's upsampler halved the width
             resnets = []

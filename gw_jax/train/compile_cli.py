@@ -43,10 +43,11 @@ def run(args) -> int:
     report = compile_report(config, args.topology, parse_mesh(args.mesh) or None)
     m = report["per_chip"]
     print(f"{report['topology']} ({report['chips']} chips), mesh {report['mesh']}, compiled in {report['compile_s']}s")
-    print(f"  params {report['params'] / 1e9:.3f}B, {report['tokens_per_sample']} tokens/sample, batch {report['global_batch']}")
+    print(f"  params {report['params'] / 1e9:.3f}B, {report['tokens_per_sample']} tokens/sample, "
+          f"batch {report['global_batch']}")
     print(f"  per chip: arguments {m['arguments_gib']:.2f} GiB, temporaries {m['temporaries_gib']:.2f} GiB, "
-          f"outputs {m['outputs_gib']:.2f} GiB (aliased {m['aliased_gib']:.2f}) -> peak ~{report['peak_estimate_gib']:.2f} GiB"
-          f" of {report['hbm_gib']} GiB HBM")
+          f"outputs {m['outputs_gib']:.2f} GiB (aliased {m['aliased_gib']:.2f}) "
+          f"-> peak ~{report['peak_estimate_gib']:.2f} GiB of {report['hbm_gib']} GiB HBM")
     print(f"  model FLOPs per step {report['model_flops_per_step']:.3e}")
     if args.json:
         with open(args.json, "w") as f:

@@ -41,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
         adam_b1=0.9, adam_b2=0.99, adam_eps=1e-8, weight_decay=0.1, grad_clip_norm=1.0,
         ema_max_decay=0.9999,
         log_every=10, checkpoint_every=500, max_checkpoints=3, async_checkpoint=True,
+        profile_steps=0,  # > 0: trace that many steps (after the first) with jax.profiler into WORKDIR/profile
     ))
     c.mesh = ml_collections.ConfigDict(dict(
         axes=ml_collections.ConfigDict(dict(data=-1, fsdp=1, context=1, tensor=1)),
