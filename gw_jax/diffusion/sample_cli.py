@@ -17,7 +17,7 @@ from PIL import Image
 
 from gw_jax.data.video import write_video
 from gw_jax.diffusion import sample_reference
-from gw_jax.errors import UserInputError, check_output_dir
+from gw_jax.errors import UserInputError
 from gw_jax.models.factory import load_codec, load_text_encoder
 from gw_jax.train.checkpoint import Checkpointer, abstract_with_shardings
 from gw_jax.train.loop import build_setup

@@ -20,7 +20,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from gw_jax.errors import UserInputError, make_output_dir
+from gw_jax.errors import UserInputError
 from gw_jax.models.dit import GigaWorld0DiT
 from gw_jax.parallel.logical import use_mesh_rules
 from gw_jax.parallel.mesh import batch_sharding, describe, make_mesh
