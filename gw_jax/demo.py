@@ -29,6 +29,7 @@ from gw_jax.data.video import write_video
 from gw_jax.diffusion import sample_reference
 from gw_jax.models.pixel_codec import PixelCodec
 from gw_jax.models.text_hash import HashTextEncoder
+from gw_jax.storage import local_args
 from gw_jax.train.data import ArrayBatches
 from gw_jax.train.defaults import FULL, QUICK, demo_config
 from gw_jax.train.loop import build_setup, train
@@ -179,6 +180,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    local_args(args, dict(out="--out"), command="demo")
     report = run_demo(args.out, quick=args.quick, seed=args.seed, steps=args.steps, progress=not args.no_progress)
     print(f"\nheld-out rollouts from the first frame ({report['heldout_episodes']} episodes):")
     print(f"  PSNR  trained {report['psnr_trained']:.2f} dB  untrained {report['psnr_untrained']:.2f} dB  "

@@ -69,6 +69,14 @@ def local_path(path, *, flag: str, command: str) -> epath.Path:
     return path
 
 
+def local_args(args, flags: dict[str, str], *, command: str) -> None:
+    """``local_path`` for each argparse attribute in ``flags`` (attribute -> flag) that was given, in place."""
+    for attribute, flag in flags.items():
+        value = getattr(args, attribute, None)
+        if value is not None:
+            setattr(args, attribute, os.fspath(local_path(value, flag=flag, command=command)))
+
+
 def absolute(path) -> epath.Path:
     """A local path made absolute (what Orbax wants); a URI as it is (``absolute()`` would make it local)."""
     path = as_path(path)
@@ -153,11 +161,13 @@ def make_output_dir(path, *, flag: str) -> bool:
     return not existed
 
 
-def output_file(path, *, flag: str) -> epath.Path:
-    """An output file the user named (``--out``, ``--json``): its folder checked (or created) up front."""
+def check_output_file(path, *, flag: str) -> epath.Path:
+    """An output file the user named (``--out``, ``--json``), checked before the work that ends in writing it:
+    its folder can be created (or the bucket is there) and no folder is in its way. Creates nothing."""
     path = as_path(path, flag=flag)
-    parent = path.parent if is_remote(path) else path.absolute().parent
-    make_output_dir(parent, flag=flag)
+    check_output_dir(path.parent if is_remote(path) else path.absolute().parent, flag=flag)
+    if path.is_dir():
+        raise UserInputError(f"{flag} {path}: is a folder, a file name is expected")
     return path
 
 
