@@ -16,9 +16,9 @@ other schemes (``s3://``, ``foo://``) and the one-slash typo ``gs:/bucket`` are 
 
 from __future__ import annotations
 
-import functools
 import json
 import os
+import pathlib
 import re
 import tempfile
 from typing import Iterable
@@ -83,6 +83,23 @@ def absolute(path) -> epath.Path:
     return path if is_remote(path) else path.absolute()
 
 
+def native(path):
+    """A local path as a ``pathlib.Path`` (what callers of a function that returned one expect), a URI as an
+    ``epath.Path``."""
+    path = as_path(path)
+    return path if is_remote(path) else pathlib.Path(os.fspath(path))
+
+
+def rglob(root, name: str) -> list[epath.Path]:
+    """Files called ``name`` anywhere under ``root`` (epath refuses ``**`` patterns: one listing per folder
+    on GCS; fsspec lists a bucket prefix recursively in one go)."""
+    root = as_path(root)
+    if is_remote(root):
+        fs, base = fsspec.core.url_to_fs(os.fspath(root))
+        return sorted(epath.Path("gs://" + p) for p in fs.glob(f"{base.rstrip('/')}/**/{name}"))
+    return sorted(epath.Path(p) for p in pathlib.Path(os.fspath(root)).rglob(name))
+
+
 def bucket_of(path) -> str:
     return os.fspath(path)[len("gs://"):].split("/")[0]
 
@@ -91,12 +108,15 @@ def check_bucket(path, *, flag: str = "") -> None:
     """For ``gs://`` paths: credentials found and the bucket listable, else one line (UserInputError).
 
     Fast where the libraries are slow to fail (gcsfs retries an unreachable endpoint for a minute; an
-    Orbax save to a missing bucket fails inside its async thread). Checked once per bucket and process."""
-    if is_remote(path):
+    Orbax save to a missing bucket fails inside its async thread). A bucket that passed is not asked again."""
+    if is_remote(path) and bucket_of(path) not in _REACHABLE:
         _check_bucket(bucket_of(path), f"{flag} {path}" if flag else os.fspath(path))
+        _REACHABLE.add(bucket_of(path))
 
 
-@functools.lru_cache(maxsize=None)
+_REACHABLE: set[str] = set()
+
+
 def _check_bucket(bucket: str, where: str) -> None:
     from google.api_core import exceptions as api_errors
     from google.cloud import storage
@@ -174,6 +194,7 @@ def check_output_file(path, *, flag: str) -> epath.Path:
 def load_json(path, *, what: str):
     """Parses a JSON file the user pointed at; a missing or broken file is a UserInputError naming it."""
     path = as_path(path)
+    check_bucket(path)
     if not path.is_file():
         raise UserInputError(f"{path}: not found (expected {what})")
     try:

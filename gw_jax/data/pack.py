@@ -34,7 +34,7 @@ from gw_jax.data.records import CorruptRecordError, RecordWriter, decode_example
 from gw_jax.data.video import decode_video_bytes
 from gw_jax.data.workers import imap_unordered
 from gw_jax.errors import UserInputError
-from gw_jax.storage import as_path, is_remote, load_json, make_output_dir, move, remove_tree, write_json
+from gw_jax.storage import as_path, check_bucket, is_remote, load_json, make_output_dir, move, remove_tree, write_json
 
 SCHEMA_VERSION = 1
 INDEX_FILE = "index.json"
@@ -55,6 +55,7 @@ def _natural(stem: str) -> list:
 
 def find_episodes(raw_dir) -> list[str]:
     """Episode stems (``i`` of ``i.mp4``) in natural order."""
+    check_bucket(raw_dir, flag="RAW")
     if not raw_dir.is_dir():
         raise UserInputError(f"{raw_dir}: input folder not found")
     stems = [p.stem for p in raw_dir.glob("*.mp4") if not p.name.endswith(".tmp.mp4")]

@@ -8,7 +8,7 @@ import argparse
 from gw_jax.data.pack import pack
 from gw_jax.data.rlds import import_rlds
 from gw_jax.errors import UserInputError
-from gw_jax.storage import as_path, check_output_dir
+from gw_jax.storage import as_path, check_bucket, check_output_dir
 from gw_jax.models.factory import text_encoder_from_spec
 
 
@@ -55,6 +55,8 @@ def run(args) -> int:
         if value is not None and value < 1:
             raise UserInputError(f"{flag} must be at least 1, got {value}")
     check_output_dir(out, flag="OUT")  # before the import and the text encoder, which take a while
+    if raw is not None:
+        check_bucket(raw, flag="RAW")
     skipped_before = []  # inputs the RLDS import already rejected, counted in the index too
     if args.from_tfds:
         raw = out / "rlds_episodes"  # kept, so a re-run resumes; remove it once the pack is done if space matters

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from gw_jax.data.records import decode_example, iter_records
 from gw_jax.data.sim import write_episode
 from gw_jax.errors import UserInputError
-from gw_jax.storage import as_path, is_remote, load_json, write_json
+from gw_jax.storage import as_path, is_remote, load_json, rglob, write_json
 
 PROMPT_KEYS = ("steps/language_instruction", "steps/observation/natural_language_instruction",
                "episode_metadata/language_instruction")
@@ -66,7 +66,7 @@ def find_dataset_dir(name: str, data_dir=None):
     for root in candidates:
         if (root / "features.json").is_file():
             return root
-        versions = sorted((p.parent for p in root.glob("**/features.json")), key=_version_key)
+        versions = sorted((p.parent for p in rglob(root, "features.json")), key=_version_key)
         if versions:
             return versions[-1]
     where = ", ".join(str(c) for c in candidates)

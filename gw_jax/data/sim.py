@@ -26,7 +26,7 @@ from gw_jax.data.sim_scene import ARM_BASE_Y, ARM_JOINTS, COLOURS, GRIPPER_JOINT
 from gw_jax.data.video import read_video, write_video
 from gw_jax.data.workers import imap_unordered
 from gw_jax.errors import UserInputError
-from gw_jax.storage import as_path, make_output_dir, write_bytes, write_text
+from gw_jax.storage import as_path, make_output_dir, native, write_bytes, write_text
 
 TASKS = ("push", "pick", "place")
 ARM_BODIES = ("arm_base", "link1", "link2", "link3", "link4", "link5", "link6", "finger_l", "finger_r")
@@ -340,7 +340,7 @@ def simulate_dataset(out_dir: str | Path, episodes: int, *, seed: int = 0, worke
     manifest = dict(schema_version=SCHEMA_VERSION, episodes=episodes, seed=seed,
                     args={k: v for k, v in kwargs.items()}, layout="i.mp4, i.txt, i.npz")
     write_text(out_dir / "manifest.json", json.dumps(manifest, indent=1, default=str))
-    return out_dir
+    return native(out_dir)
 
 
 def load_episode(directory, index: int) -> dict:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from gw_jax.data.pack import verify
-from gw_jax.storage import as_path
+from gw_jax.storage import as_path, check_bucket
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    problems = verify(as_path(args.packed, flag="PACKED"))
+    packed = as_path(args.packed, flag="PACKED")
+    check_bucket(packed, flag="PACKED")
+    problems = verify(packed)
     for problem in problems:
         print(f"gw-jax verify: {problem}", file=sys.stderr)
     if problems:

@@ -62,7 +62,7 @@ def run(args) -> int:
     check_bucket(image, flag="--image")
     if not image.is_file():
         raise UserInputError(f"--image {image}: no such file")
-    out = check_output_file(args.out, flag="--out")
+    out_path = check_output_file(args.out, flag="--out")
     if args.frames is not None and args.frames < 2:
         raise UserInputError("--frames must be at least 2 (the first one is the given image)")
     if args.steps is not None and args.steps < 1:
@@ -98,6 +98,6 @@ def run(args) -> int:
         sigma_max=sample_cfg.sigma_max, augment_sigma=sample_cfg.augment_sigma))(noise)
     pixels = np.asarray(codec.decode(out))[0]
     clip = np.clip((np.moveaxis(pixels, 0, -1) + 1) * 127.5, 0, 255).round().astype(np.uint8)
-    write_video(out, clip, fps=config.data.fps)
-    print(f"wrote {out}: {clip.shape[0]} frames of {clip.shape[1]}x{clip.shape[2]}")
+    write_video(out_path, clip, fps=config.data.fps)
+    print(f"wrote {out_path}: {clip.shape[0]} frames of {clip.shape[1]}x{clip.shape[2]}")
     return 0
