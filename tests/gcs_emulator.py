@@ -6,8 +6,11 @@
     emulator.wipe()                                   # empty the bucket between tests
     emulator.stop()
 
-Processes the test starts (``gw-jax train``) inherit the environment and reach the same thread. The stock
-emulator needs four fixes, applied here (once, on first start) and only to this test helper:
+    python tests/gcs_emulator.py sh -c "gw-jax pack raw gs://bucket/p && gw-jax bench data --packed gs://bucket/p"
+
+runs a command against a fresh in-memory bucket (gone when the command ends). Processes a test starts
+(``gw-jax train``) inherit the environment and reach the same thread. The stock emulator needs four fixes,
+applied here (once, on first start) and only to this test helper:
 
 1. ``objects.moveTo``: gcsfs renames with ``POST .../o/SRC/moveTo/o/DST``; the emulator answers 501 and gcsfs
    then retries for ~33 s before it copies and deletes. Here: copy + delete.
@@ -25,6 +28,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import subprocess
+import sys
 from http import HTTPStatus
 
 from gcp_storage_emulator import server as emulator_server
@@ -122,3 +128,22 @@ class GcsEmulator:
         if self._server is not None:
             self._server.stop()
             self._server = None
+
+
+def main(argv: list[str]) -> int:
+    """Runs ``argv`` with gs://bucket served by the emulator (and gcsfs set up as the tests set it up)."""
+    if not argv:
+        print("usage: python tests/gcs_emulator.py COMMAND [ARGS...]  (gs://bucket served while it runs)",
+              file=sys.stderr)
+        return 2
+    emulator = GcsEmulator(bucket="bucket").start()
+    env = {**os.environ, **emulator.env, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "NO_GCE_CHECK": "true",
+           "FSSPEC_GCS_TOKEN": "anon"}
+    try:
+        return subprocess.call(argv, env=env)
+    finally:
+        emulator.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -8,6 +8,7 @@ kill -9 -> resume, all in the bucket, as subprocesses, with the losses of an uni
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -67,6 +68,12 @@ def test_pack_verify_and_read_batches_from_a_bucket(bucket, gcs_emulator, tmp_pa
         assert ours.keys() == theirs.keys()
         for key in ours:
             np.testing.assert_array_equal(ours[key], theirs[key])
+
+    # `gw-jax bench data` reads the bucket and writes its report there
+    assert main(["bench", "data", "--packed", f"{bucket}/packed", "--batch-size", "2", "--seconds", "0.2",
+                 "--json", f"{bucket}/bench.json"]) == 0
+    report = json.loads(epath.Path(f"{bucket}/bench.json").read_text())
+    assert report["packed"] == f"{bucket}/packed" and report["records_per_s"] > 0 and report["clips"] > 0
 
     # raw episodes in a bucket too, through the CLI
     upload(tmp_path / "raw", f"{bucket}/raw")

@@ -10,13 +10,18 @@ the file on each flush (tensorboardX's own ``gs`` writer retries for minutes aft
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import os
 import time
 from pathlib import Path
 
 import jax
 
 from gw_jax.storage import as_path, is_remote, write_text
+
+
+_WRITERS = itertools.count()
 
 
 class MetricsWriter:
@@ -45,7 +50,8 @@ class MetricsWriter:
             if self.remote:
                 self._text = self.path.read_text() if self.path.exists() else ""
                 _use_epath_for_gcs_events()
-            self._tb = SummaryWriter(str(workdir / "tensorboard"),
+            # pid and count in the name: a run resumed within the same second must not replace the file before it
+            self._tb = SummaryWriter(str(workdir / "tensorboard"), filename_suffix=f".{os.getpid()}.{next(_WRITERS)}",
                                      purge_step=None if resume_step is None else resume_step + 1)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
