@@ -22,6 +22,7 @@ from etils import epath
 from gw_jax.cli import main
 from gw_jax.data.loader import make_loader
 from gw_jax.data.pack import pack, read_index, verify
+from gw_jax.data.records import RecordWriter
 from gw_jax.data.video import write_video
 from gw_jax.models.text_hash import HashTextEncoder
 
@@ -87,6 +88,12 @@ def test_pack_verify_and_read_batches_from_a_bucket(bucket, gcs_emulator, tmp_pa
     shard.write_bytes(bytes(data))
     problems = verify(f"{bucket}/packed")
     assert len(problems) == 1 and f"{shard} record 1" in problems[0] and "checksum" in problems[0]
+    # a shard write cut short leaves no object behind (locally it has a temporary name)
+    with pytest.raises(KeyboardInterrupt):
+        with RecordWriter(f"{bucket}/cut.tfrecord") as writer:
+            writer.write(b"one record")
+            raise KeyboardInterrupt
+    assert not gcs_emulator.objects("cut")
     assert not (tmp_path / "gs:").exists()
 
 
@@ -195,7 +202,7 @@ def test_sim_pack_verify_train_kill_resume_in_a_bucket(bucket, gcs_emulator, tmp
         return result
 
     gw_jax("sim", "--out", f"{bucket}/raw", "--episodes", 8, "--frames", 9, "--size", 32)
-    gw_jax("pack", f"{bucket}/raw", f"{bucket}/packed", "--text-encoder", "hash", "--shards", 2)
+    gw_jax("pack", f"{bucket}/raw", f"{bucket}/packed", "--text-encoder", "hash", "--shards", 2, "--workers", 2)
     assert "all shards and records intact" in gw_jax("verify", f"{bucket}/packed").stdout
     gw_jax("train", *TRAIN, "--workdir", tmp_path / "straight", "--max-steps", 6)
     gw_jax("train", *TRAIN, "--workdir", f"{bucket}/run", "--max-steps", 3)  # checkpoint at 3

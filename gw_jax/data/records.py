@@ -134,8 +134,9 @@ class RecordWriter:
         return self
 
     def __exit__(self, exc_type, *exc):
-        if exc_type is not None and hasattr(self._file, "discard"):
-            self._file.discard()  # an upload cut short: no half object under the name (local files: a temp name)
+        if exc_type is not None and hasattr(self._file, "discard"):  # an upload cut short (local: a temp name)
+            self._file.discard()  # cancels a multi-part upload...
+            self._file.closed = True  # ...and a small one is never sent: no half object under the name
             return
         self.close()
 
