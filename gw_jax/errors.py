@@ -1,18 +1,48 @@
 """The one exception type for bad user input (files, fields, flags), and checks that raise it.
 
-The CLI turns it into a one-line reason and exit status 2; library callers can catch it. Checks on paths
-(output folders, JSON files, gs:// buckets) live in ``gw_jax.storage``.
+The CLI turns it into a one-line reason and exit status 2; library callers can catch it. Checks on output
+folders and gs:// buckets live in ``gw_jax.storage``.
 
+    raw = load_json(path, what="a T5 config")                # missing / broken file -> names the file
     check_types(Model.__init__, kwargs, where=str(path))     # "path: field 'num_heads' must be int, got 4.0"
 """
 
+import json
 import types
 import typing
 from collections.abc import Mapping, Sequence
 
+from etils import epath
+
 
 class UserInputError(ValueError):
     """Bad input from a user: the message names the file, field or flag at fault."""
+
+
+def load_json(path, *, what: str):
+    """Parses a JSON file the user pointed at (a local path or a gs:// URI); a missing or broken file is a
+    UserInputError naming it."""
+    path = epath.Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path}: not found (expected {what})")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserInputError(f"{path}: not readable as {what} ({e})") from e
+
+
+def load_json_dataclass(cls, path, *, what: str):
+    """A dataclass from the JSON file's keys it names (others ignored; missing required ones are an error;
+    values of the wrong type are an error naming the field)."""
+    raw = load_json(path, what=what)
+    if not isinstance(raw, dict):
+        raise UserInputError(f"{path}: not usable as {what} (a JSON object expected, got {type(raw).__name__})")
+    kwargs = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
+    check_types(cls, kwargs, where=str(path))
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise UserInputError(f"{path}: not usable as {what} ({e})") from e
 
 
 def _matches(value, expected) -> bool:

@@ -26,7 +26,7 @@ from typing import Iterable
 import fsspec
 from etils import epath
 
-from gw_jax.errors import UserInputError, check_types
+from gw_jax.errors import UserInputError
 
 # Before any gcsfs instance exists (epath and Orbax cache theirs): never trust a cached listing.
 fsspec.config.conf.setdefault("gcs", {}).setdefault("use_listings_cache", False)
@@ -189,32 +189,6 @@ def check_output_file(path, *, flag: str) -> epath.Path:
     if path.is_dir():
         raise UserInputError(f"{flag} {path}: is a folder, a file name is expected")
     return path
-
-
-def load_json(path, *, what: str):
-    """Parses a JSON file the user pointed at; a missing or broken file is a UserInputError naming it."""
-    path = as_path(path)
-    check_bucket(path)
-    if not path.is_file():
-        raise UserInputError(f"{path}: not found (expected {what})")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserInputError(f"{path}: not readable as {what} ({e})") from e
-
-
-def load_json_dataclass(cls, path, *, what: str):
-    """A dataclass from the JSON file's keys it names (others ignored; missing required ones are an error;
-    values of the wrong type are an error naming the field)."""
-    raw = load_json(path, what=what)
-    if not isinstance(raw, dict):
-        raise UserInputError(f"{path}: not usable as {what} (a JSON object expected, got {type(raw).__name__})")
-    kwargs = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
-    check_types(cls, kwargs, where=str(path))
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise UserInputError(f"{path}: not usable as {what} ({e})") from e
 
 
 def write_bytes(path, data: bytes) -> None:

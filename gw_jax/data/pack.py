@@ -33,8 +33,8 @@ from gw_jax.convert.checksums import sha256_of
 from gw_jax.data.records import CorruptRecordError, RecordWriter, decode_example, encode_example, iter_records
 from gw_jax.data.video import decode_video_bytes
 from gw_jax.data.workers import imap_unordered
-from gw_jax.errors import UserInputError
-from gw_jax.storage import as_path, check_bucket, is_remote, load_json, make_output_dir, move, remove_tree, write_json
+from gw_jax.errors import UserInputError, load_json
+from gw_jax.storage import as_path, check_bucket, is_remote, make_output_dir, move, remove_tree, write_json
 
 SCHEMA_VERSION = 1
 INDEX_FILE = "index.json"

@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 
 from gw_jax.data.records import decode_example, iter_records
 from gw_jax.data.sim import write_episode
-from gw_jax.errors import UserInputError
-from gw_jax.storage import as_path, is_remote, load_json, rglob, write_json
+from gw_jax.errors import UserInputError, load_json
+from gw_jax.storage import as_path, is_remote, rglob, write_json
 
 PROMPT_KEYS = ("steps/language_instruction", "steps/observation/natural_language_instruction",
                "episode_metadata/language_instruction")

@@ -25,8 +25,7 @@ from einops import rearrange
 from flax import nnx
 
 from gw_jax.convert.dit_weights import load_reference_weights, save_reference_weights
-from gw_jax.errors import UserInputError, check_types
-from gw_jax.storage import load_json
+from gw_jax.errors import UserInputError, check_types, load_json
 from gw_jax.models.dit_blocks import FinalLayer, TransformerBlock, timestep_sinusoid
 from gw_jax.models.layers import RMSNorm, linear
 from gw_jax.models.rope import rope_angles

@@ -24,8 +24,7 @@ from einops import rearrange
 from flax import nnx
 
 from gw_jax.convert.vae_weights import load_diffusers_weights
-from gw_jax.errors import UserInputError
-from gw_jax.storage import load_json
+from gw_jax.errors import UserInputError, load_json
 from gw_jax.models.vae_blocks import (AttentionBlock, CausalConv3d, ChannelRMSNorm, MidBlock, ResidualBlock,
                                       Resample, run_sequence)
 

@@ -17,8 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gw_jax.convert.safetensors_io import load_flat
-from gw_jax.errors import UserInputError
-from gw_jax.storage import load_json_dataclass
+from gw_jax.errors import UserInputError, load_json_dataclass
 from gw_jax.models.text.encoder import TextEncoder, load_params, masked_attention
 from gw_jax.models.text.tokenize import FixedLengthTokenizer
 
