@@ -6,7 +6,8 @@ All kernels take q (B, Lq, H, D), k and v (B, Lk, H, D) and return (B, Lq, H, D)
 - ``cudnn``: ``jax.nn.dot_product_attention(..., implementation="cudnn")`` (flash attention, GPU);
 - ``splash``: Pallas splash attention (TPU);
 - ``context_ring`` / ``context_allgather``: context-parallel attention over the ``context`` mesh axis
-  (gw_jax.parallel.context_attention).
+  (gw_jax.parallel.context_attention);
+- ``blocksparse``: ``xla`` here; it selects the block-sparse kernel for NATTEN (sparse) DiT blocks.
 New kernels register with :func:`register_attention` without touching the model.
 """
 
@@ -83,3 +84,6 @@ register_attention("cudnn", cudnn_attention)
 register_attention("splash", splash_attention)
 register_attention("context_ring", _context_ring)
 register_attention("context_allgather", _context_allgather)
+# for models with NATTEN blocks: dense blocks run ``xla``, sparse ones the block-sparse kernel
+# (gw_jax.models.neighborhood_attention)
+register_attention("blocksparse", xla_attention)

@@ -25,6 +25,7 @@ from flax import nnx
 from gw_jax.errors import UserInputError, load_json
 from gw_jax.models.dit_blocks import FinalLayer, TransformerBlock, timestep_sinusoid
 from gw_jax.models.layers import RMSNorm, linear
+from gw_jax.models.neighborhood_attention import NattenSchedule, to_json
 from gw_jax.models.rope import rope_angles
 from gw_jax.parallel.logical import constrain
 
@@ -60,10 +61,12 @@ class GigaWorld0DiT(nnx.Module):
                  natten_parameters: list | None = None, moe_parameters: Mapping | None = None, *,
                  scan_blocks: bool = True, remat_policy: str = "none", dtype="float32",
                  param_dtype="float32", attention_impl: str = "xla", rngs: nnx.Rngs):
-        if natten_parameters is not None:
-            raise UserInputError("natten_parameters: neighbourhood attention is not supported by gw_jax")
         if isinstance(patch_spatial, (list, tuple)):
             patch_spatial = int(patch_spatial[0])
+        # per-block NATTEN neighbourhoods, checked against the largest latent grid the config declares
+        self.natten = NattenSchedule.from_config(
+            natten_parameters, num_blocks, (max_frames // patch_temporal, max_img_h // patch_spatial,
+                                            max_img_w // patch_spatial))
         if remat_policy not in REMAT_POLICIES:
             raise UserInputError(f"remat_policy {remat_policy!r}: choose from {sorted(REMAT_POLICIES)}")
         if model_channels % num_heads:
@@ -77,6 +80,7 @@ class GigaWorld0DiT(nnx.Module):
             rope_h_extrapolation_ratio=rope_h_extrapolation_ratio,
             rope_w_extrapolation_ratio=rope_w_extrapolation_ratio,
             rope_t_extrapolation_ratio=rope_t_extrapolation_ratio,
+            natten_parameters=to_json(natten_parameters),
             moe_parameters=dict(moe_parameters) if moe_parameters is not None else None,
         )
         self.scan_blocks, self.remat_policy, self.attention_impl = scan_blocks, remat_policy, attention_impl
@@ -92,7 +96,8 @@ class GigaWorld0DiT(nnx.Module):
 
         make_block = functools.partial(
             TransformerBlock, block_config, d, crossattn_emb_channels, num_heads, mlp_ratio, adaln_lora_dim,
-            self.config["moe_parameters"], attention_impl=attention_impl, **kw)
+            self.config["moe_parameters"], attention_impl=attention_impl,
+            natten_options=self.natten.options if self.natten else (), **kw)
 
         @nnx.split_rngs(splits=num_blocks)
         @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
@@ -149,6 +154,8 @@ class GigaWorld0DiT(nnx.Module):
             x = jnp.concatenate([x, jnp.broadcast_to(mask[:, :, None], (b, 1, frames, height, width))], axis=1)
         tokens = rearrange(x, "b c (t r) (h m) (w n) -> b t (h w) (c r m n)", r=pt, m=p, n=p)
         t, h, w = frames // pt, height // p, width // p
+        if self.natten is not None:
+            self.natten.check((t, h, w))
         x_btsd = self.x_embedder(tokens.astype(self.dtype))
         x_btsd = constrain(x_btsd, ("act_batch", None, "act_length", "act_embed"))
 
@@ -161,26 +168,32 @@ class GigaWorld0DiT(nnx.Module):
         emb = self.affline_norm(sinusoid).astype(self.dtype)
         context = crossattn_emb.astype(self.dtype)
 
-        x_btsd = self._run_blocks(x_btsd, emb, adaln_lora, context, angles)
+        x_btsd = self._run_blocks(x_btsd, emb, adaln_lora, context, angles, (t, h, w))
         out = self.final_layer(x_btsd, emb, adaln_lora)
         return rearrange(out.astype(jnp.float32), "b t (h w) (m n r c) -> b c (t r) (h m) (w n)",
                          h=h, w=w, m=p, n=p, r=pt)
 
-    def _run_blocks(self, x_btsd, emb, adaln_lora, context, angles):
-        def apply(block, x):
-            return block(x, emb, adaln_lora, context, angles)
+    def _run_blocks(self, x_btsd, emb, adaln_lora, context, angles, grid):
+        # block i's self-attention: dense (code 0) or neighbourhood option codes[i] - 1; a traced code
+        # (scanned blocks with different codes) selects the kernel with lax.switch
+        codes = self.natten.codes if self.natten is not None else (0,) * self.config["num_blocks"]
+        uniform = len(set(codes)) == 1
+
+        def apply(block, x, code):
+            sparse = None if self.natten is None else (codes[0] if uniform else code, grid)
+            return block(x, emb, adaln_lora, context, angles, sparse=sparse)
 
         policy = REMAT_POLICIES[self.remat_policy]
         if self.remat_policy != "none":
             apply = nnx.remat(apply, policy=policy)
         if self.scan_blocks:
-            @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry, transform_metadata={nnx.PARTITION_NAME: "layers"})
-            def scan_fn(block, x):
-                return apply(block, x)
+            @nnx.scan(in_axes=(0, nnx.Carry, 0), out_axes=nnx.Carry, transform_metadata={nnx.PARTITION_NAME: "layers"})
+            def scan_fn(block, x, code):
+                return apply(block, x, code)
 
-            return scan_fn(self.blocks, x_btsd)
+            return scan_fn(self.blocks, x_btsd, jnp.asarray(codes, jnp.int32))
         graphdef, state = nnx.split(self.blocks)
         for i in range(self.config["num_blocks"]):
             block = nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state))
-            x_btsd = apply(block, x_btsd)
+            x_btsd = apply(block, x_btsd, codes[i])
         return x_btsd
