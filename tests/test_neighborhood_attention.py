@@ -197,7 +197,8 @@ def test_bad_parameters_name_the_block_and_rule(entries, message):
 def test_schedule_codes_and_grid_check():
     entries = [{"window_size": [-1, 2, 2]}, None, {"window_size": (-1, 2, 2)}, {"window_size": [2, 3, 3]}]
     schedule = NattenSchedule.from_config(entries, 4, (4, 6, 8))
-    assert schedule.codes == (1, 0, 1, 2) and len(schedule.options) == 2
+    assert schedule.codes == (0, 1, 0, 2) and schedule.options[1] is None and len(schedule.options) == 3
+    assert NattenSchedule.from_config(entries[:1] * 3, 3, (4, 6, 8)).options == schedule.options[:1]
     schedule.check((2, 6, 8))
     with pytest.raises(UserInputError, match=r"natten_parameters\[0\]: .*more than one latent frame"):
         schedule.check((1, 6, 8))

@@ -174,7 +174,7 @@ class GigaWorld0DiT(nnx.Module):
                          h=h, w=w, m=p, n=p, r=pt)
 
     def _run_blocks(self, x_btsd, emb, adaln_lora, context, angles, grid):
-        # block i's self-attention: dense (code 0) or neighbourhood option codes[i] - 1; a traced code
+        # block i's self-attention: natten option codes[i] (dense or a neighbourhood); a traced code
         # (scanned blocks with different codes) selects the kernel with lax.switch
         codes = self.natten.codes if self.natten is not None else (0,) * self.config["num_blocks"]
         uniform = len(set(codes)) == 1

@@ -152,7 +152,10 @@ def check_runnable(nb: Neighborhood, where: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class NattenSchedule:
-    """Per-block neighbourhood parameters of a DiT: ``codes[i]`` is 0 (dense) or 1 + index into ``options``."""
+    """Per-block neighbourhood parameters of a DiT: block i runs ``options[codes[i]]`` (None = dense).
+
+    Only configurations some block uses become options (a ``lax.switch`` compiles every branch, and an
+    unused dense branch would set the memory high-water mark)."""
 
     per_block: tuple[NeighborhoodParams | None, ...]
 
@@ -184,13 +187,13 @@ class NattenSchedule:
                 check_runnable(adapt(params, grid, f"natten_parameters[{i}]"), f"natten_parameters[{i}]")
 
     @property
-    def options(self) -> tuple[NeighborhoodParams, ...]:
-        return tuple(dict.fromkeys(p for p in self.per_block if p is not None))
+    def options(self) -> tuple[NeighborhoodParams | None, ...]:
+        return tuple(dict.fromkeys(self.per_block))
 
     @property
     def codes(self) -> tuple[int, ...]:
-        index = {p: i + 1 for i, p in enumerate(self.options)}
-        return tuple(0 if p is None else index[p] for p in self.per_block)
+        index = {p: i for i, p in enumerate(self.options)}
+        return tuple(index[p] for p in self.per_block)
 
 
 def to_json(natten_parameters):
@@ -271,18 +274,20 @@ def neighborhood_attention(q, k, v, nb: Neighborhood, impl: str = "blocksparse")
     return SPARSE_KERNELS.get(impl, _blocksparse)(q, k, v, nb)
 
 
-def scheduled_attention(q, k, v, *, code, grid, options: tuple[NeighborhoodParams, ...], impl: str,
+def scheduled_attention(q, k, v, *, code, grid, options: tuple[NeighborhoodParams | None, ...], impl: str,
                         dense: Callable):
-    """Self-attention of one block: ``dense`` for code 0, else neighbourhood ``options[code - 1]`` on ``grid``.
+    """Self-attention of one block: neighbourhood ``options[code]`` on ``grid``, ``dense`` where it is None.
 
     ``code`` is a Python int (unrolled blocks) or a traced int (scanned blocks: a ``lax.switch`` with one
     branch per distinct configuration). The grid was checked by :meth:`NattenSchedule.check`.
     """
-    def sparse_branch(params):
+    def branch(params):
+        if params is None:
+            return dense
         nb = adapt(params, grid, "natten_parameters")
         return lambda q, k, v: neighborhood_attention(q, k, v, nb, impl)
 
-    branches = [dense] + [sparse_branch(p) for p in options]
+    branches = [branch(p) for p in options]
     if isinstance(code, (int, np.integer)):
         return branches[int(code)](q, k, v)
     return jax.lax.switch(code, branches, q, k, v)
