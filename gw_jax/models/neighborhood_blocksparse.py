@@ -241,6 +241,24 @@ _attend.defvjp(_attend_fwd, _attend_bwd)
 # --------------------------------------------------------------------------------------------------
 
 
+def _permutation(order: np.ndarray):
+    """x -> x[:, order] whose transpose is the inverse gather (autodiff of a gather would scatter)."""
+    inverse = np.argsort(order)
+
+    @jax.custom_vjp
+    def permute(x):
+        return jnp.take(x, order, axis=1)
+
+    permute.defvjp(lambda x: (permute(x), None), lambda _, g: (jnp.take(g, inverse, axis=1),))
+    return permute
+
+
+@functools.lru_cache(maxsize=64)
+def _reorderings(plan: BlockPlan):
+    """(row-major -> block order, block order -> row-major), cached per plan."""
+    return _permutation(plan.order), _permutation(plan.inverse)
+
+
 def _context_size(mesh) -> int:
     return 1 if mesh is None else mesh.shape.get(CONTEXT_AXIS, 1)
 
@@ -251,10 +269,10 @@ def blocksparse_attention(q, k, v, nb: Neighborhood, *, block: int = DEFAULT_BLO
     shards = _context_size(mesh)
     plan = make_plan(nb, block, shards)
     pad = plan.padded - nb.length
+    to_order, from_order = _reorderings(plan)
 
     def to_blocks(x):
-        x = jnp.take(x.astype(jnp.float32), jnp.asarray(plan.order), axis=1)
-        x = jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0)))
+        x = jnp.pad(to_order(x.astype(jnp.float32)), ((0, 0), (0, pad), (0, 0), (0, 0)))
         return rearrange(x, "b (n k) h d -> b n h k d", k=plan.block)
 
     arrays = tuple(jnp.asarray(a) for a in (plan.kv_index, plan.kv_valid, plan.q_first, plan.q_last,
@@ -275,5 +293,5 @@ def blocksparse_attention(q, k, v, nb: Neighborhood, *, block: int = DEFAULT_BLO
 
         out = jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec) + (rows,) * 6 + (PartitionSpec(),),
                             out_specs=spec, check_vma=False)(qb, kb, vb, *arrays)
-    out = rearrange(out, "b n h k d -> b (n k) h d")
-    return jnp.take(out, jnp.asarray(plan.inverse), axis=1).astype(q.dtype)
+    out = rearrange(out, "b n h k d -> b (n k) h d")[:, :nb.length]
+    return from_order(out).astype(q.dtype)
