@@ -1,4 +1,5 @@
 """``gw-jax bench dit|vae|sample [--preset tiny|cpu|2b] [--json PATH]``: JAX vs PyTorch, one run, one table;
+``bench dit --sparse`` (NATTEN sparse vs dense attention);
 ``bench data`` (loader throughput) and ``bench sim`` (scripted-policy success rates)."""
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("what", choices=["dit", "vae", "sample", "data", "sim"])
     parser.add_argument("--preset", default="cpu", choices=["tiny", "cpu", "2b"])
     parser.add_argument("--no-torch-compile", action="store_true")
+    parser.add_argument("--sparse", action="store_true",
+                        help="dit: NATTEN sparse vs dense attention (presets tiny, cpu) instead of JAX vs PyTorch")
     parser.add_argument("--no-memory", action="store_true", help="vae: skip the ahead-of-time memory report")
     parser.add_argument("--steps", type=int, default=10, help="sample: sampler steps")
     parser.add_argument("--packed", default=None, help="data: the packed dataset to read")
@@ -25,7 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    if args.what == "dit":
+    if args.what == "dit" and args.sparse:
+        from gw_jax.bench.sparse_bench import SPARSE_PRESETS, markdown_table, run_sparse_bench
+
+        if args.preset not in SPARSE_PRESETS:
+            raise UserInputError(f"--preset {args.preset}: bench dit --sparse has presets {sorted(SPARSE_PRESETS)}")
+        report = run_sparse_bench(args.preset)
+    elif args.what == "dit":
         from gw_jax.bench.dit_bench import markdown_table, run_dit_bench
 
         report = run_dit_bench(args.preset, torch_compile=not args.no_torch_compile)

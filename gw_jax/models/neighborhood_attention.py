@@ -38,9 +38,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from gw_jax.errors import UserInputError
+from gw_jax.models.neighborhood_blocksparse import blocksparse_attention
 
 AXES = ("T", "H", "W")
 ENTRY_KEYS = ("window_size", "stride", "dilation", "is_causal", "base_size")
+
+# Cosmos-Predict2's published 2B sparse configuration (nvidia-cosmos/cosmos-predict2,
+# configs/base/config_natten.py): one entry per block, tuned on a 44 x 80 token grid (720p); the
+# comments give the sparsity there. No block is dense.
+_BASE_720P = (-1, 44, 80)
+_GLOBAL_HW = dict(window_size=(-1, 4, 16), dilation=(1, 11, 5), base_size=_BASE_720P)  # 98%, dilated H and W
+_GLOBAL_W = dict(window_size=(-1, 12, 16), stride=(1, 4, 1), dilation=(1, 1, 5), base_size=_BASE_720P)  # 95%
+_LOCAL_92 = dict(window_size=(-1, 12, 24), stride=(1, 4, 8), base_size=_BASE_720P)
+_LOCAL_77 = dict(window_size=(-1, 20, 40), stride=(1, 4, 8), base_size=_BASE_720P)
+_LOCAL_55 = dict(window_size=(-1, 28, 56), stride=(1, 4, 8), base_size=_BASE_720P)
+COSMOS_PREDICT2_2B_NATTEN = tuple(
+    [_GLOBAL_HW, _GLOBAL_HW, _GLOBAL_W, _LOCAL_92, _LOCAL_92, _GLOBAL_W, _LOCAL_92, _LOCAL_92, _LOCAL_92,
+     _LOCAL_92, _GLOBAL_W]  # blocks 0-10
+    + [_LOCAL_77] * 12 + [_LOCAL_55] + [_LOCAL_77] * 3 + [_LOCAL_92])  # blocks 11-22, 23, 24-26, 27
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +87,16 @@ class Neighborhood:
         """Per axis, (first, last) visible key coordinate for every query coordinate."""
         return tuple(axis_ranges(*args) for args in zip(self.grid, self.window, self.stride, self.dilation,
                                                         self.causal))
+
+    def axis_masks(self) -> tuple[np.ndarray, ...]:
+        """Per axis, (x, x) bool: query coordinate (rows) sees key coordinate (columns)."""
+        return tuple(axis_mask(*args) for args in zip(self.grid, self.window, self.stride, self.dilation,
+                                                      self.causal))
+
+    @property
+    def kept_fraction(self) -> float:
+        """Visible (query, key) pairs / L^2: the attention FLOPs kept (a product over the axes)."""
+        return float(np.prod([mask.mean() for mask in self.axis_masks()]))
 
     def whole_axes(self) -> tuple[bool, bool, bool]:
         """Axes along which every query sees every key (no test needed there)."""
@@ -186,6 +211,11 @@ class NattenSchedule:
             if params is not None:
                 check_runnable(adapt(params, grid, f"natten_parameters[{i}]"), f"natten_parameters[{i}]")
 
+    def kept_fractions(self, grid: Sequence[int]) -> tuple[float, ...]:
+        """Per block, the fraction of dense attention it computes on ``grid`` (1.0 for dense blocks)."""
+        return tuple(1.0 if p is None else adapt(p, grid, f"natten_parameters[{i}]").kept_fraction
+                     for i, p in enumerate(self.per_block))
+
     @property
     def options(self) -> tuple[NeighborhoodParams | None, ...]:
         return tuple(dict.fromkeys(self.per_block))
@@ -238,8 +268,7 @@ def axis_mask(size: int, window: int, stride: int, dilation: int, causal: bool) 
 
 def neighborhood_mask(nb: Neighborhood) -> np.ndarray:
     """(L, L) bool over row-major (t, h, w) tokens; separable, so the Kronecker product of the axes."""
-    masks = [axis_mask(*args) for args in zip(nb.grid, nb.window, nb.stride, nb.dilation, nb.causal)]
-    return functools.reduce(np.kron, masks).astype(bool)
+    return functools.reduce(np.kron, nb.axis_masks()).astype(bool)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -255,15 +284,9 @@ def masked_attention(q, k, v, nb: Neighborhood):
     return jnp.einsum("bhqk,bkhd->bqhd", weights, v.astype(jnp.float32)).astype(q.dtype)
 
 
-def _blocksparse(q, k, v, nb: Neighborhood):
-    from gw_jax.models.neighborhood_blocksparse import blocksparse_attention
-
-    return blocksparse_attention(q, k, v, nb)
-
-
 # attention_impl -> neighbourhood kernel; impls not listed use the block-sparse kernel
 SPARSE_KERNELS: dict[str, Callable] = {"xla": masked_attention, "masked": masked_attention,
-                                       "blocksparse": _blocksparse}
+                                       "blocksparse": blocksparse_attention}
 
 
 def neighborhood_attention(q, k, v, nb: Neighborhood, impl: str = "blocksparse"):
@@ -271,7 +294,7 @@ def neighborhood_attention(q, k, v, nb: Neighborhood, impl: str = "blocksparse")
     if q.shape[1] != nb.length or k.shape[1] != nb.length:
         raise ValueError(f"neighbourhood attention over grid {nb.grid} needs {nb.length} tokens, got "
                          f"{q.shape[1]} queries and {k.shape[1]} keys")
-    return SPARSE_KERNELS.get(impl, _blocksparse)(q, k, v, nb)
+    return SPARSE_KERNELS.get(impl, blocksparse_attention)(q, k, v, nb)
 
 
 def scheduled_attention(q, k, v, *, code, grid, options: tuple[NeighborhoodParams | None, ...], impl: str,

@@ -1,7 +1,10 @@
 """Block-sparse neighbourhood attention: never builds L x L logits, skips key blocks no query can see.
 
-    out = blocksparse_attention(q, k, v, nb)        # q, k, v (B, T*H*W, heads, D); nb: a Neighborhood
+    out = blocksparse_attention(q, k, v, nb)        # q, k, v (B, T*H*W, heads, D)
     plan = make_plan(nb, block=128)                 # plan.kept: fraction of block pairs computed
+
+``nb`` is a :class:`gw_jax.models.neighborhood_attention.Neighborhood` (its grid, dilation, per-axis key
+intervals and masks are all this module uses).
 
 How (flash-attention style, in plain XLA so it runs on CPU, GPU and TPU):
 - tokens are reordered once so that a block of ``block`` consecutive tokens is a small 3D tile of one
@@ -29,7 +32,6 @@ import numpy as np
 from einops import rearrange
 from jax.sharding import PartitionSpec
 
-from gw_jax.models.neighborhood_attention import Neighborhood, axis_mask
 from gw_jax.parallel.logical import current_mesh, logical_to_spec
 
 DEFAULT_BLOCK = 128
@@ -66,8 +68,14 @@ class BlockPlan:
     def blocks(self) -> int:
         return self.padded // self.block
 
+    @property
+    def executed(self) -> float:
+        """Block pairs the kernel computes (lists padded to the longest) / all pairs of token blocks."""
+        real = -(-len(self.order) // self.block)
+        return self.kv_index.size / float(real * real)
 
-def _tile_order(nb: Neighborhood, tile) -> np.ndarray:
+
+def _tile_order(nb, tile) -> np.ndarray:
     """Row-major token ids sorted by (dilation group, tile, position in tile) in group coordinates."""
     coords = np.stack(np.unravel_index(np.arange(nb.length), nb.grid), axis=-1)
     dil = np.asarray(nb.dilation)
@@ -76,7 +84,7 @@ def _tile_order(nb: Neighborhood, tile) -> np.ndarray:
     return np.lexsort(keys[::-1])
 
 
-def _block_pairs(nb: Neighborhood, order: np.ndarray, block: int, n: int, masks) -> np.ndarray:
+def _block_pairs(nb, order: np.ndarray, block: int, n: int, masks) -> np.ndarray:
     """(n, n) bool: some token of query block i may see some token of key block j.
 
     Per axis, the blocks' coordinate sets are joined through the axis mask; the AND over axes is exact
@@ -110,14 +118,14 @@ def _lists(pairs: np.ndarray, rows: np.ndarray | None = None):
 
 
 @functools.lru_cache(maxsize=64)
-def make_plan(nb: Neighborhood, block: int = DEFAULT_BLOCK, shards: int = 1) -> BlockPlan:
+def make_plan(nb, block: int = DEFAULT_BLOCK, shards: int = 1) -> BlockPlan:
     length = nb.length
     if length <= block:  # one block per shard
         block = -(-length // shards)
         block = -(-block // 8) * 8 if shards > 1 else block
     padded = -(-length // (block * shards)) * (block * shards)
     n = padded // block
-    masks = [axis_mask(*args) for args in zip(nb.grid, nb.window, nb.stride, nb.dilation, nb.causal)]
+    masks = nb.axis_masks()
     group_extent = [-(-x // d) for x, d in zip(nb.grid, nb.dilation)]
     best = None
     for tile in _factorings(block):
@@ -263,7 +271,7 @@ def _context_size(mesh) -> int:
     return 1 if mesh is None else mesh.shape.get(CONTEXT_AXIS, 1)
 
 
-def blocksparse_attention(q, k, v, nb: Neighborhood, *, block: int = DEFAULT_BLOCK):
+def blocksparse_attention(q, k, v, nb, *, block: int = DEFAULT_BLOCK):
     """Neighbourhood attention of q, k, v (B, L, H, D) over grid ``nb.grid``, row-major tokens."""
     mesh = current_mesh()
     shards = _context_size(mesh)

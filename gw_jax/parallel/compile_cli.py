@@ -51,11 +51,12 @@ def parse_mesh(text: str) -> dict:
     return sizes
 
 
-def model_flops_per_step(config, tokens_per_sample: int, params: int) -> float:
-    """6 * params * tokens (matmuls, fwd + bwd) + attention (12 * L^2 * D per block, fwd + bwd)."""
+def model_flops_per_step(config, tokens_per_sample: int, params: int, attention_fraction: float = 1.0) -> float:
+    """6 * params * tokens (matmuls, fwd + bwd) + attention (12 * L^2 * D per block, fwd + bwd), the
+    attention term scaled by the mean fraction of (query, key) pairs that sparse (NATTEN) blocks keep."""
     batch = config.train.global_batch_size
     d, blocks = config.model.model_channels, config.model.num_blocks
-    attention = 12.0 * tokens_per_sample ** 2 * d * blocks
+    attention = 12.0 * tokens_per_sample ** 2 * d * blocks * attention_fraction
     return batch * (6.0 * params * tokens_per_sample + attention)
 
 
@@ -100,10 +101,26 @@ def compile_report(config, topology: str, mesh_sizes: dict | None = None) -> dic
     tokens = latent[0] // config.model.patch_temporal * (latent[1] // config.model.patch_spatial) * (
         latent[2] // config.model.patch_spatial)
     hbm = HBM_GIB.get(chip)
+    fraction = attention_kept_fraction(config, latent)
     return dict(topology=topology, chips=len(devices), mesh=describe(mesh), compile_s=round(seconds, 1),
                 params=params, tokens_per_sample=tokens, global_batch=b, per_chip=per_chip,
                 peak_estimate_gib=peak, hbm_gib=hbm, fits=(hbm is None or peak < 0.95 * hbm),
-                model_flops_per_step=model_flops_per_step(config, tokens, params))
+                attention_kept_fraction=fraction,
+                model_flops_per_step=model_flops_per_step(config, tokens, params, fraction))
+
+
+def attention_kept_fraction(config, latent) -> float:
+    """Mean over blocks of the attention kept by ``natten_parameters`` on this latent grid (1.0: dense)."""
+    from gw_jax.models.neighborhood_attention import NattenSchedule
+
+    m = config.model
+    natten = m.get("natten_parameters")
+    if natten is None:
+        return 1.0
+    grid = (latent[0] // m.patch_temporal, latent[1] // m.patch_spatial, latent[2] // m.patch_spatial)
+    max_grid = (m.max_frames // m.patch_temporal, m.max_img_h // m.patch_spatial, m.max_img_w // m.patch_spatial)
+    fractions = NattenSchedule.from_config(natten, m.num_blocks, max_grid).kept_fractions(grid)
+    return sum(fractions) / len(fractions)
 
 
 def run(args) -> int:
@@ -122,7 +139,8 @@ def run(args) -> int:
     print(f"  per chip: arguments {m['arguments_gib']:.2f} GiB, temporaries {m['temporaries_gib']:.2f} GiB, "
           f"outputs {m['outputs_gib']:.2f} GiB (aliased {m['aliased_gib']:.2f}) -> peak ~{report['peak_estimate_gib']:.2f} GiB"
           f" of {report['hbm_gib']} GiB HBM")
-    print(f"  model FLOPs per step {report['model_flops_per_step']:.3e}")
+    print(f"  model FLOPs per step {report['model_flops_per_step']:.3e}"
+          f" (attention kept {report['attention_kept_fraction']:.3f} of dense)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
