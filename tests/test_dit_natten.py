@@ -122,3 +122,23 @@ def test_sharded_over_context_equals_one_device(tmp_path, axes):
         sharded = jax.jit(run)(params, *args)
     np.testing.assert_allclose(np.asarray(sharded), np.asarray(single), atol=1e-5 * np.abs(single).max(), rtol=0)
     assert rel(sharded, case["out"]) <= 1e-4
+
+
+@pytest.mark.slow
+def test_sharded_sparse_train_step_equals_single_device():
+    """A whole train step (loss, grads, AdamW update) with sparse blocks on data x fsdp x context."""
+    from test_train import one_step, small_config
+
+    natten = [{"window_size": [2, -1, -1]}, {"window_size": [2, 2, 2], "is_causal": [True, False, False]}]
+    results = []
+    for axes in (dict(data=1), dict(data=2, fsdp=2, context=2)):
+        config = small_config(**axes)
+        config.model.attention_impl = "blocksparse"
+        config.model.natten_parameters = natten
+        devices = jax.devices()[:1] if axes == dict(data=1) else None
+        results.append(one_step(config, make_mesh(dict(config.mesh.axes), devices=devices)))
+    (metrics_1, params_1), (metrics_8, params_8) = results
+    np.testing.assert_allclose(metrics_8["loss"], metrics_1["loss"], rtol=1e-5)
+    np.testing.assert_allclose(metrics_8["grad_norm"], metrics_1["grad_norm"], rtol=1e-4)
+    for a, b in zip(jax.tree.leaves(params_8), jax.tree.leaves(params_1)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
