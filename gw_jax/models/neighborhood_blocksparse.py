@@ -9,7 +9,8 @@ intervals and masks are all this module uses).
 How (flash-attention style, in plain XLA so it runs on CPU, GPU and TPU):
 - tokens are reordered once so that a block of ``block`` consecutive tokens is a small 3D tile of one
   dilation group (as NATTEN's token permutation does); the tile shape is the one, among all factorings of
-  ``block``, that leaves the fewest (query block, key block) pairs with any visible pair of tokens;
+  ``block``, with the least work: the longest per-block lists of (query block, key block) pairs that hold
+  any visible pair of tokens, then the fewest such pairs;
 - for every query block a list of the key blocks it needs; a ``lax.scan`` over that list folds each key
   block into an online softmax; inside a block the exact token mask comes from per-axis key intervals;
 - the backward pass (``custom_vjp``) recomputes probabilities from the saved log-sum-exp: dQ over the
@@ -133,9 +134,11 @@ def make_plan(nb, block: int = DEFAULT_BLOCK, shards: int = 1) -> BlockPlan:
             continue  # a tile far longer than the axis only repeats another candidate
         order = _tile_order(nb, tile)
         pairs = _block_pairs(nb, order, block, n, masks)
-        if best is None or pairs.sum() < best[2].sum():
-            best = (tile, order, pairs)
-    tile, order, pairs = best
+        # work: every query block runs as many steps as the longest list (dQ), every key block too (dK/dV)
+        cost = (pairs.sum(1).max() + pairs.sum(0).max(), pairs.sum())
+        if best is None or cost < best[0]:
+            best = (cost, tile, order, pairs)
+    _, tile, order, pairs = best
     real = -(-length // block)  # blocks holding tokens
     pairs[real:, :] = False  # padding query blocks need nothing
     inverse = np.argsort(order)
