@@ -8,7 +8,7 @@
 
 import ml_collections
 
-from gw_jax.demo import QUICK, demo_config
+from gw_jax.train.defaults import QUICK, demo_config
 
 
 def get_config() -> ml_collections.ConfigDict:

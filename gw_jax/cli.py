@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("gw_jax.train.cli", "train a world model from a config (resumes from --workdir)"),
     "sample": ("gw_jax.diffusion.sample_cli", "roll out a trained model from a first frame"),
     "bench": ("gw_jax.bench.cli", "JAX vs PyTorch throughput (dit, vae, sample, data)"),
-    "compile": ("gw_jax.parallel.compile_cli", "compile the sharded train step for a TPU topology"),
+    "compile": ("gw_jax.train.compile_cli", "compile the sharded train step for a TPU topology"),
     "idm": ("gw_jax.idm.cli", "inverse dynamics: train / eval / label joint trajectories"),
     "sysid": ("gw_jax.physics.cli", "physics system identification with a PINN surrogate"),
 }

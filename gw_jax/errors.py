@@ -3,6 +3,9 @@
 The CLI turns it into a one-line reason and exit status 2; library callers can catch it.
 """
 
+import json
+from pathlib import Path
+
 
 class UserInputError(ValueError):
     """Bad input from a user: the message names the file, field or flag at fault."""
@@ -10,9 +13,6 @@ class UserInputError(ValueError):
 
 def load_json(path, *, what: str):
     """Parses a JSON file the user pointed at; a missing or broken file is a UserInputError naming it."""
-    import json
-    from pathlib import Path
-
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: not found (expected {what})")

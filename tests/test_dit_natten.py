@@ -85,10 +85,12 @@ def test_bad_natten_parameters_fail_at_load(tmp_path):
 def test_one_frame_and_too_small_grids_fail_naming_the_block(tmp_path):
     model = GigaWorld0DiT.from_pretrained(checkpoint(tmp_path))
     case = cases()[0]
-    one_frame = [case["x"][:, :, :1], case["timesteps"][:, :, :1], case["crossattn_emb"], case["fps"], case["padding_mask"]]
+    one_frame = [case["x"][:, :, :1], case["timesteps"][:, :, :1], case["crossattn_emb"], case["fps"],
+                 case["padding_mask"]]
     with pytest.raises(UserInputError, match=r"natten_parameters\[0\]: .*more than one latent frame"):
         model(*one_frame)
-    small = [case["x"][:, :, :, :4, :4], case["timesteps"], case["crossattn_emb"], case["fps"], case["padding_mask"][..., :32, :32]]
+    small = [case["x"][:, :, :, :4, :4], case["timesteps"], case["crossattn_emb"], case["fps"],
+             case["padding_mask"][..., :32, :32]]
     with pytest.raises(UserInputError, match=r"natten_parameters\[2\]: window_size 2 x dilation 2 = 4 exceeds the H"):
         model(*small)
 
@@ -101,12 +103,12 @@ def test_sparse_gradients_blocksparse_equal_masked_with_remat(tmp_path):
         model = GigaWorld0DiT.from_pretrained(checkpoint(tmp_path), attention_impl=impl, remat_policy="full")
         graphdef, params = nnx.split(model)
 
-        def loss(params, *args):
+        def loss(params, *args, graphdef=graphdef):
             out = nnx.merge(graphdef, params)(*args)
             return ((out - case["out"] * 0.9) ** 2).mean()
 
         grads[impl] = jax.jit(jax.grad(loss))(params, *(case[k] for k in ARGS))
-    for a, b in zip(jax.tree.leaves(grads["blocksparse"]), jax.tree.leaves(grads["xla"])):
+    for a, b in zip(jax.tree.leaves(grads["blocksparse"]), jax.tree.leaves(grads["xla"]), strict=True):
         assert rel(a, b) < 1e-4
 
 
@@ -140,5 +142,5 @@ def test_sharded_sparse_train_step_equals_single_device():
     (metrics_1, params_1), (metrics_8, params_8) = results
     np.testing.assert_allclose(metrics_8["loss"], metrics_1["loss"], rtol=1e-5)
     np.testing.assert_allclose(metrics_8["grad_norm"], metrics_1["grad_norm"], rtol=1e-4)
-    for a, b in zip(jax.tree.leaves(params_8), jax.tree.leaves(params_1)):
+    for a, b in zip(jax.tree.leaves(params_8), jax.tree.leaves(params_1), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -84,8 +84,8 @@ def _natten_case(seed: int):
     errors = {}
     for name, kernel in kernels.items():
         out = jax.jit(kernel)(q, k, v)
-        grads = jax.jit(jax.grad(lambda *a: (kernel(*a) * cot).sum(), (0, 1, 2)))(q, k, v)
-        errors[name] = max([rel(out, out_natten)] + [rel(g, r) for g, r in zip(grads, grads_ref)])
+        grads = jax.jit(jax.grad(lambda *a, kernel=kernel: (kernel(*a) * cot).sum(), (0, 1, 2)))(q, k, v)
+        errors[name] = max([rel(out, out_natten)] + [rel(g, r) for g, r in zip(grads, grads_ref, strict=True)])
     return nb, errors
 
 
@@ -125,7 +125,7 @@ def test_blocksparse_equals_masked_forward_and_grads(seed):
     sparse = jax.jit(lambda *a: blocksparse_attention(*a, nb, block=block))
     np.testing.assert_allclose(sparse(q, k, v), masked_attention(q, k, v, nb), atol=2e-6, rtol=1e-5)
     grad = lambda f: jax.jit(jax.grad(f, (0, 1, 2)))(q, k, v)
-    for g, r in zip(grad(f_sparse), grad(f_masked)):
+    for g, r in zip(grad(f_sparse), grad(f_masked), strict=True):
         assert rel(g, r) < 1e-5
 
 
@@ -152,7 +152,7 @@ def test_blocksparse_sharded_over_context_equals_one_device(axes):
     with use_mesh_rules(make_mesh(axes)):  # traced under the mesh: shard_map over 'context'
         loss_sharded, grads_sharded = jax.jit(loss_and_grads)(q, k, v)
     np.testing.assert_allclose(loss_sharded, loss, rtol=1e-5)
-    for g, r in zip(grads_sharded, grads):
+    for g, r in zip(grads_sharded, grads, strict=True):
         np.testing.assert_allclose(g, r, atol=2e-6, rtol=1e-5)
 
 
@@ -182,7 +182,8 @@ def test_adaptive_parameters_follow_the_reference():
     ([None, None], r"natten_parameters: 2 entries for 3 blocks"),
     ([None, {"window_size": [2, 3, 9]}, None], r"natten_parameters\[1\]: window_size 9 x dilation 1 = 9 exceeds the W"),
     ([None, None, {"window_size": [2, 3, 4], "dilation": [1, 3, 1]}], r"natten_parameters\[2\]: .* exceeds the H axis"),
-    ([{"window_size": [2, 2, 2], "stride": [1, 3, 1]}, None, None], r"natten_parameters\[0\]: stride 3 exceeds window_size 2"),
+    ([{"window_size": [2, 2, 2], "stride": [1, 3, 1]}, None, None],
+     r"natten_parameters\[0\]: stride 3 exceeds window_size 2"),
     ([None, {"window_size": [2, 2]}, None], r"natten_parameters\[1\]\.window_size: expected 3 ints"),
     ([None, {"stride": 2}, None], r"natten_parameters\[1\]: expected None \(dense\) or a dict"),
     ([None, {"window_size": [2, 2, 2], "is_causal": 1}, None], r"natten_parameters\[1\]\.is_causal"),

@@ -7,6 +7,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from gw_jax.bench import dit_bench, sample_bench, sparse_bench, vae_bench
+from gw_jax.data import bench as data_bench
+from gw_jax.data import sim
 from gw_jax.errors import UserInputError
 
 
@@ -29,36 +32,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     if args.what == "dit" and args.sparse:
-        from gw_jax.bench.sparse_bench import SPARSE_PRESETS, markdown_table, run_sparse_bench
-
-        if args.preset not in SPARSE_PRESETS:
-            raise UserInputError(f"--preset {args.preset}: bench dit --sparse has presets {sorted(SPARSE_PRESETS)}")
-        report = run_sparse_bench(args.preset)
+        if args.preset not in sparse_bench.SPARSE_PRESETS:
+            raise UserInputError(f"--preset {args.preset}: bench dit --sparse has presets "
+                                 f"{sorted(sparse_bench.SPARSE_PRESETS)}")
+        module, report = sparse_bench, sparse_bench.run_sparse_bench(args.preset)
     elif args.what == "dit":
-        from gw_jax.bench.dit_bench import markdown_table, run_dit_bench
-
-        report = run_dit_bench(args.preset, torch_compile=not args.no_torch_compile)
+        module, report = dit_bench, dit_bench.run_dit_bench(args.preset, torch_compile=not args.no_torch_compile)
     elif args.what == "vae":
-        from gw_jax.bench.vae_bench import markdown_table, run_vae_bench
-
-        report = run_vae_bench(args.preset, memory=not args.no_memory)
+        module, report = vae_bench, vae_bench.run_vae_bench(args.preset, memory=not args.no_memory)
     elif args.what == "sample":
-        from gw_jax.bench.sample_bench import markdown_table, run_sample_bench
-
-        report = run_sample_bench(args.preset, steps=args.steps)
+        module, report = sample_bench, sample_bench.run_sample_bench(args.preset, steps=args.steps)
     elif args.what == "data":
         if not args.packed:
             raise UserInputError("bench data needs --packed DIR (a `gw-jax pack` output)")
-        from gw_jax.data.bench import bench_data, markdown_table
-
-        report = bench_data(args.packed, batch_size=args.batch_size, workers=args.workers, seconds=args.seconds)
+        module, report = data_bench, data_bench.bench_data(args.packed, batch_size=args.batch_size,
+                                                           workers=args.workers, seconds=args.seconds)
     elif args.what == "sim":
-        from gw_jax.data.sim import bench_sim, markdown_table
-
-        report = bench_sim(args.seeds, fps=args.fps)
+        module, report = sim, sim.bench_sim(args.seeds, fps=args.fps)
     else:
         raise UserInputError(f"bench {args.what}: unknown")
-    print(markdown_table(report))
+    print(module.markdown_table(report))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)

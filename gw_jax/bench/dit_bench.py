@@ -10,7 +10,13 @@ from __future__ import annotations
 import statistics
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+from flax import nnx
+
+from gw_jax.models.dit import GigaWorld0DiT
 
 PRESETS = {
     # seconds: for tests
@@ -42,10 +48,6 @@ def model_flops(p: dict, params: int, train: bool) -> float:
 
 def jax_dit(p: dict, dtype: str = "float32", **model_kwargs):
     """The GigaWorld-0 DiT at the preset's dimensions (random weights); ``model_kwargs`` e.g. natten_parameters."""
-    from flax import nnx
-
-    from gw_jax.models.dit import GigaWorld0DiT
-
     return GigaWorld0DiT(max_img_h=p["height"], max_img_w=p["width"], max_frames=p["frames"], in_channels=17,
                          out_channels=16, patch_spatial=2, patch_temporal=1, model_channels=p["model_channels"],
                          num_blocks=p["num_blocks"], num_heads=p["num_heads"], crossattn_emb_channels=p["crossattn"],
@@ -68,11 +70,6 @@ def torch_cosmos(p: dict):
 
 
 def bench_jax(p: dict, dtype: str = "float32", **model_kwargs) -> dict:
-    import jax
-    import jax.numpy as jnp
-    import optax
-    from flax import nnx
-
     graphdef, params = nnx.split(jax_dit(p, dtype, **model_kwargs))
     rng = np.random.default_rng(0)
     b, t, h, w = p["batch"], p["frames"], p["height"], p["width"]
@@ -149,8 +146,6 @@ def bench_torch(p: dict, compile_model: bool) -> dict | None:
 
 
 def run_dit_bench(preset: str = "cpu", *, torch_compile: bool = True) -> dict:
-    import jax
-
     p = dict(PRESETS[preset])
     rows = {"jax (XLA, jit)": bench_jax(p)}
     eager = bench_torch(p, compile_model=False)

@@ -12,9 +12,16 @@ Medians of ``repeats`` runs after a warm-up; compilation excluded.
 
 from __future__ import annotations
 
+import functools
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from gw_jax.bench.dit_bench import _median_time, bench_jax
+from gw_jax.models.attention import xla_attention
+from gw_jax.models.neighborhood_attention import COSMOS_PREDICT2_2B_NATTEN, adapt, parse_entry
+from gw_jax.models.neighborhood_blocksparse import blocksparse_attention, make_plan
 
 SPARSE_PRESETS = {
     # seconds: for tests
@@ -27,13 +34,6 @@ SPARSE_PRESETS = {
 
 
 def _attention_rows(p: dict, entries) -> list[dict]:
-    import jax
-    import jax.numpy as jnp
-
-    from gw_jax.models.attention import xla_attention
-    from gw_jax.models.neighborhood_attention import adapt, parse_entry
-    from gw_jax.models.neighborhood_blocksparse import blocksparse_attention, make_plan
-
     grid = (p["frames"], p["height"] // 2, p["width"] // 2)
     length, heads = int(np.prod(grid)), p["num_heads"]
     rng = np.random.default_rng(0)
@@ -50,20 +50,16 @@ def _attention_rows(p: dict, entries) -> list[dict]:
 
     dense_fwd, dense_bwd = timings(xla_attention)
     rows = [dict(block="dense", kept=1.0, executed=1.0, forward_s=dense_fwd, forward_backward_s=dense_bwd)]
-    for index, entry in zip(p["blocks"], entries):
+    for index, entry in zip(p["blocks"], entries, strict=True):
         nb = adapt(parse_entry(entry, f"block {index}"), grid, f"block {index}")
         plan = make_plan(nb)
-        fwd, bwd = timings(lambda q, k, v: blocksparse_attention(q, k, v, nb))
+        fwd, bwd = timings(functools.partial(blocksparse_attention, nb=nb))
         rows.append(dict(block=index, window=nb.window, stride=nb.stride, dilation=nb.dilation, tile=plan.tile,
                          kept=nb.kept_fraction, executed=plan.executed, forward_s=fwd, forward_backward_s=bwd))
     return rows
 
 
 def run_sparse_bench(preset: str = "cpu") -> dict:
-    import jax
-
-    from gw_jax.models.neighborhood_attention import COSMOS_PREDICT2_2B_NATTEN
-
     p = dict(SPARSE_PRESETS[preset])
     entries = [dict(COSMOS_PREDICT2_2B_NATTEN[i]) for i in p["blocks"]]
     model = {k: p[k] for k in p if k != "blocks"}

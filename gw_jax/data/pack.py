@@ -2,7 +2,7 @@
 
 One record per episode: the mp4 bytes as they are (decoded later, in loader workers), frame count /
 size / fps, the prompt, its text embeddings (computed once here, float16, real tokens only) and, when
-the npz exists, joints and actions. Files in OUT::
+the npz exists, joints and actions; ``verify(OUT)`` re-reads every shard and record. Files in OUT::
 
     shard-00000-of-00004.tfrecord   records
     shard-00000-of-00004.json       that shard's manifest: records, offsets, sha256, episodes
@@ -17,16 +17,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing as mp
 import re
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from gw_jax.data.records import RecordWriter, encode_example
+from gw_jax.data.records import CorruptRecordError, RecordWriter, decode_example, encode_example, iter_records
+from gw_jax.data.video import decode_video_bytes
 from gw_jax.errors import UserInputError, load_json
 
 SCHEMA_VERSION = 1
 INDEX_FILE = "index.json"
+# what `verify` checks every record for
+REQUIRED_FIELDS = ("episode", "video", "num_frames", "height", "width", "fps", "prompt", "text_emb", "text_len")
 
 
 def shard_name(index: int, count: int) -> str:
@@ -75,8 +80,6 @@ def read_prompts(raw_dir: Path, stems: list[str]) -> tuple[dict[str, str], list[
 
 def _episode_record(raw_dir: Path, stem: str, episode_id: int, prompt: str, text: tuple) -> bytes:
     """One Example; raises UserInputError (naming the file) when the video cannot be decoded."""
-    from gw_jax.data.video import decode_video_bytes
-
     video_path = raw_dir / f"{stem}.mp4"
     data = video_path.read_bytes()
     frames, fps = decode_video_bytes(data, where=str(video_path))
@@ -140,8 +143,6 @@ def pack(raw_dir, out_dir, *, text_encoder, shards: int = 1, workers: int = 1, s
          progress: bool = True, skipped_before: list[dict] = ()) -> dict:
     """Packs RAW into OUT and returns the index. ``text_encoder``: ``encode(prompts) -> (emb, mask)``;
     ``skipped_before``: inputs an earlier stage (an import) skipped, counted in the index too."""
-    from tqdm.auto import tqdm
-
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     stems = find_episodes(raw_dir)
     if shards < 1:
@@ -173,8 +174,6 @@ def pack(raw_dir, out_dir, *, text_encoder, shards: int = 1, workers: int = 1, s
             manifests[job["file"]] = done
             bar.update(len(job["episodes"]))
     if workers > 1 and len(todo) > 1:
-        import multiprocessing as mp
-
         with mp.get_context("spawn").Pool(min(workers, len(todo))) as pool:
             for manifest in pool.imap_unordered(pack_shard, todo):
                 manifests[manifest["file"]] = manifest
@@ -204,3 +203,33 @@ def read_index(packed_dir) -> dict:
         raise UserInputError(f"{path}: schema version {index.get('schema_version')}, this build reads "
                              f"{SCHEMA_VERSION}; re-run `gw-jax pack`")
     return index
+
+
+def verify(packed_dir) -> list[str]:
+    """Problems found (empty when the dataset is intact), each naming the shard and the record."""
+    packed_dir = Path(packed_dir)
+    index = read_index(packed_dir)
+    problems = []
+    for shard in index["shards"]:
+        path = packed_dir / shard["file"]
+        if not path.is_file():
+            problems.append(f"{path}: shard missing")
+            continue
+        offsets = []
+        try:
+            for i, (offset, data) in enumerate(iter_records(path)):
+                offsets.append(offset)
+                missing = [k for k in REQUIRED_FIELDS if k not in decode_example(data)]
+                if missing:
+                    problems.append(f"{path} record {i}: missing fields {missing}")
+        except CorruptRecordError as e:
+            problems.append(str(e))
+            continue
+        except Exception as e:  # an undecodable protobuf
+            problems.append(f"{path} record {len(offsets) - 1}: not a tf.train.Example ({e})")
+            continue
+        if offsets != shard["offsets"]:
+            problems.append(f"{path}: {len(offsets)} records found, the index lists {shard['records']}")
+        elif path.stat().st_size != shard["bytes"] or sha256_of(path) != shard["sha256"]:
+            problems.append(f"{path}: size or sha256 differs from the index")
+    return problems

@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gw_jax.data.pack import pack
+from gw_jax.data.rlds import import_rlds
 from gw_jax.errors import UserInputError
+from gw_jax.models.factory import text_encoder_from_spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,14 +48,9 @@ def _paths(args) -> tuple[Path | None, Path]:
 
 
 def run(args) -> int:
-    from gw_jax.data.pack import pack
-    from gw_jax.diffusion.sample_cli import text_encoder_from_spec
-
     raw, out = _paths(args)
     skipped_before = []  # inputs the RLDS import already rejected, counted in the index too
     if args.from_tfds:
-        from gw_jax.data.rlds import import_rlds
-
         raw = out / "rlds_episodes"  # kept, so a re-run resumes; remove it once the pack is done if space matters
         summary = import_rlds(args.from_tfds, raw, data_dir=args.tfds_data_dir, split=args.split,
                               image_key=args.image_key, fps=args.fps, max_episodes=args.max_episodes)

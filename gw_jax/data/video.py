@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import imageio.v2 as imageio
+import imageio.v3 as iio
 import numpy as np
 
 from gw_jax.errors import UserInputError
@@ -11,8 +13,6 @@ from gw_jax.errors import UserInputError
 
 def read_video(path: str | Path) -> tuple[np.ndarray, float]:
     """Returns (frames uint8 (F, H, W, 3), fps). Raises UserInputError naming the file if unreadable."""
-    import imageio.v3 as iio
-
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: no such video file")
@@ -29,8 +29,6 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float]:
 
 def decode_video_bytes(data: bytes, *, where: str = "video") -> tuple[np.ndarray, float]:
     """An mp4 file's bytes -> (frames uint8 (F, H, W, 3), fps); ``where`` names it in errors."""
-    import imageio.v3 as iio
-
     try:
         frames = np.asarray(iio.imread(data, extension=".mp4"))
         fps = float(iio.immeta(data, extension=".mp4").get("fps", 0.0) or 0.0)
@@ -43,8 +41,6 @@ def decode_video_bytes(data: bytes, *, where: str = "video") -> tuple[np.ndarray
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float = 16.0) -> None:
     """Writes uint8 (F, H, W, 3) frames as H.264 mp4 (even sizes; quality high enough for training)."""
-    import imageio.v2 as imageio
-
     frames = np.asarray(frames)
     if frames.dtype != np.uint8:
         raise ValueError(f"write_video expects uint8 frames, got {frames.dtype}")

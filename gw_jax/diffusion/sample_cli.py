@@ -9,9 +9,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
+from PIL import Image
 
+from gw_jax.data.video import write_video
+from gw_jax.diffusion import sample_reference
 from gw_jax.errors import UserInputError
+from gw_jax.models.factory import load_codec, load_text_encoder
+from gw_jax.train.checkpoint import Checkpointer, abstract_with_shardings
+from gw_jax.train.loop import build_setup
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,41 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ema", action="store_true", help="sample with the EMA weights")
 
 
-def load_codec(config):
-    if config.codec.name == "pixel":
-        from gw_jax.models.pixel_codec import PixelCodec
-
-        return PixelCodec(pool=config.codec.pool, fold=config.codec.fold)
-    if config.codec.name == "wan_vae":
-        from gw_jax.models.vae import WanLatentCodec, vae_from_config
-
-        return WanLatentCodec(vae_from_config(config.vae))
-    raise UserInputError(f"codec {config.codec.name!r} is not available to `gw-jax sample` in this build")
-
-
-def text_encoder_from_spec(spec: str, *, max_length: int | None = None, width: int = 32):
-    """"hash" (tiny, weight-free: CPU demos), "minilm" (embedded default) or a T5 checkpoint folder."""
-    if spec == "hash":
-        from gw_jax.models.text_hash import HashTextEncoder
-
-        return HashTextEncoder(width=width, max_length=max_length or 16)
-    from gw_jax.models.text import load_text_encoder
-
-    return load_text_encoder(spec, max_length=max_length)
-
-
-def load_text_encoder(config):
-    """The text encoder a config names (``config.text_encoder.name``; "t5:<path>" or a path for T5)."""
-    name = config.text_encoder.name
-    spec = name[3:] if name.startswith("t5:") else name
-    return text_encoder_from_spec(spec, max_length=config.text_encoder.get("max_length"),
-                                  width=config.text_encoder.get("width", 32))
-
-
 def load_image(path: Path, height: int, width: int) -> np.ndarray:
     """(3, H, W) in [-1, 1]: resized to cover and centre-cropped (the reference transform, no randomness)."""
-    from PIL import Image
-
     if not path.is_file():
         raise UserInputError(f"--image {path}: no such file")
     try:
@@ -76,15 +52,6 @@ def load_image(path: Path, height: int, width: int) -> np.ndarray:
 
 
 def run(args) -> int:
-    import jax
-    import jax.numpy as jnp
-    import ml_collections
-
-    from gw_jax.data.video import write_video
-    from gw_jax.diffusion import sample_reference
-    from gw_jax.train.checkpoint import Checkpointer, abstract_with_shardings
-    from gw_jax.train.loop import build_setup
-
     if not (Path(args.workdir) / "checkpoints").is_dir():
         raise UserInputError(f"--workdir {args.workdir}: no checkpoints/ folder (train first)")
     checkpointer = Checkpointer(Path(args.workdir) / "checkpoints", async_save=False)
@@ -95,7 +62,7 @@ def run(args) -> int:
     config.mesh.axes = ml_collections.ConfigDict(dict(data=-1, fsdp=1, context=1, tensor=1))
     codec, text = load_codec(config), load_text_encoder(config)
     setup = build_setup(config, mesh=None)
-    state, _, _ = checkpointer.restore(abstract_with_shardings(setup.abstract_state, setup.state_sharding))
+    state, _ = checkpointer.restore(abstract_with_shardings(setup.abstract_state, setup.state_sharding))
     model = setup.model_def.merge(state.ema_params if args.ema else state.params)
 
     frames = args.frames or config.data.num_frames

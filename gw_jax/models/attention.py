@@ -2,7 +2,8 @@
 
 All kernels take q (B, Lq, H, D), k and v (B, Lk, H, D) and return (B, Lq, H, D), softmax scale
 1/sqrt(D), no mask (GigaWorld-0 attends to every token; padded text tokens are zero vectors).
-- ``xla``: plain einsum + softmax in float32 (every platform; the parity reference);
+- ``xla``: ``jax.nn.dot_product_attention`` (XLA path) in float32 (every platform; the parity reference; the
+  VAE and the text encoders call the same function);
 - ``cudnn``: ``jax.nn.dot_product_attention(..., implementation="cudnn")`` (flash attention, GPU);
 - ``splash``: Pallas splash attention (TPU);
 - ``context_ring`` / ``context_allgather``: context-parallel attention over the ``context`` mesh axis
@@ -17,6 +18,8 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+
+from gw_jax.parallel.context_attention import context_parallel_attention
 
 AttentionFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 _KERNELS: dict[str, AttentionFn] = {}
@@ -39,10 +42,10 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str = "xla") ->
 
 
 def xla_attention(q, k, v):
-    scale = q.shape[-1] ** -0.5
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32)) * scale
-    weights = jax.nn.softmax(logits, axis=-1)
-    return jnp.einsum("bhqk,bkhd->bqhd", weights, v.astype(jnp.float32)).astype(q.dtype)
+    """The parity reference: ``jax.nn.dot_product_attention``'s XLA path with everything in float32."""
+    f32 = jnp.float32
+    return jax.nn.dot_product_attention(q.astype(f32), k.astype(f32), v.astype(f32),
+                                        implementation="xla").astype(q.dtype)
 
 
 def cudnn_attention(q, k, v):
@@ -68,14 +71,10 @@ def splash_attention(q, k, v):
 
 
 def _context_ring(q, k, v):
-    from gw_jax.parallel.context_attention import context_parallel_attention
-
     return context_parallel_attention(q, k, v, schedule="ring", fallback=xla_attention)
 
 
 def _context_allgather(q, k, v):
-    from gw_jax.parallel.context_attention import context_parallel_attention
-
     return context_parallel_attention(q, k, v, schedule="allgather", fallback=xla_attention)
 
 

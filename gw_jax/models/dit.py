@@ -14,6 +14,8 @@ Blocks are stacked (a leading ``layers`` axis on every block parameter) and run 
 from __future__ import annotations
 
 import functools
+import inspect
+import operator
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,6 +24,7 @@ import jax.numpy as jnp
 from einops import rearrange
 from flax import nnx
 
+from gw_jax.convert.dit_weights import load_reference_weights, save_reference_weights
 from gw_jax.errors import UserInputError, load_json
 from gw_jax.models.dit_blocks import FinalLayer, TransformerBlock, timestep_sinusoid
 from gw_jax.models.layers import RMSNorm, linear
@@ -114,8 +117,6 @@ class GigaWorld0DiT(nnx.Module):
         """From a ``config.model`` section (reference kwargs + gw_jax options); unknown keys are errors."""
         kwargs = dict(config.to_dict() if hasattr(config, "to_dict") else config)
         kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_")}  # e.g. diffusers' _class_name
-        import inspect
-
         known = set(inspect.signature(cls.__init__).parameters) - {"self", "rngs"}
         unknown = sorted(set(kwargs) - known)
         if unknown:
@@ -125,8 +126,6 @@ class GigaWorld0DiT(nnx.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype="float32", **options) -> "GigaWorld0DiT":
         """Loads a reference checkpoint dir (config.json + safetensors, single or sharded with index)."""
-        from gw_jax.convert.dit_weights import load_reference_weights
-
         path = Path(path)
         config = load_json(path / "config.json", what="a reference checkpoint directory's config")
         config = {k: v for k, v in config.items() if not k.startswith("_")}
@@ -136,8 +135,6 @@ class GigaWorld0DiT(nnx.Module):
 
     def save_pretrained(self, path: str | Path, *, max_shard_bytes: int | None = None) -> None:
         """Writes config.json + reference-named safetensors (sharded with an index past max_shard_bytes)."""
-        from gw_jax.convert.dit_weights import save_reference_weights
-
         save_reference_weights(self, Path(path), max_shard_bytes=max_shard_bytes)
 
     # ----------------------------------------------------------------------------------------------
@@ -194,6 +191,6 @@ class GigaWorld0DiT(nnx.Module):
             return scan_fn(self.blocks, x_btsd, jnp.asarray(codes, jnp.int32))
         graphdef, state = nnx.split(self.blocks)
         for i in range(self.config["num_blocks"]):
-            block = nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state))
+            block = nnx.merge(graphdef, jax.tree.map(operator.itemgetter(i), state))
             x_btsd = apply(block, x_btsd, codes[i])
         return x_btsd

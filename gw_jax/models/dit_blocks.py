@@ -89,7 +89,8 @@ class MoEFeedForward(nnx.Module):
         self.num_experts, self.top_k = num_routed_experts, num_activated_experts
         self.dtype = dtype
         init = nnx.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
-        self.gate = nnx.Param(nnx.initializers.normal(dim ** -0.5)(rngs.params(), (dim, num_routed_experts), param_dtype),
+        gate_init = nnx.initializers.normal(dim ** -0.5)
+        self.gate = nnx.Param(gate_init(rngs.params(), (dim, num_routed_experts), param_dtype),
                               out_sharding=("embed", None))
         self.w1 = nnx.Param(init(rngs.params(), (num_routed_experts, dim, hidden), param_dtype),
                             out_sharding=("experts", "embed", "mlp"))

@@ -86,12 +86,12 @@ class Neighborhood:
     def ranges(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
         """Per axis, (first, last) visible key coordinate for every query coordinate."""
         return tuple(axis_ranges(*args) for args in zip(self.grid, self.window, self.stride, self.dilation,
-                                                        self.causal))
+                                                        self.causal, strict=True))
 
     def axis_masks(self) -> tuple[np.ndarray, ...]:
         """Per axis, (x, x) bool: query coordinate (rows) sees key coordinate (columns)."""
         return tuple(axis_mask(*args) for args in zip(self.grid, self.window, self.stride, self.dilation,
-                                                      self.causal))
+                                                      self.causal, strict=True))
 
     @property
     def kept_fraction(self) -> float:
@@ -101,7 +101,7 @@ class Neighborhood:
     def whole_axes(self) -> tuple[bool, bool, bool]:
         """Axes along which every query sees every key (no test needed there)."""
         return tuple(d == 1 and bool((lo == 0).all() and (hi == x - 1).all())
-                     for (lo, hi), x, d in zip(self.ranges(), self.grid, self.dilation))
+                     for (lo, hi), x, d in zip(self.ranges(), self.grid, self.dilation, strict=True))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -146,16 +146,16 @@ def parse_entry(entry, where: str) -> NeighborhoodParams:
 def adapt(params: NeighborhoodParams, grid: Sequence[int], where: str) -> Neighborhood:
     """The reference's ``get_adaptive_parameters`` (Python's round, half to even) and its assertions."""
     grid = tuple(int(x) for x in grid)
-    window = tuple(w if w > 1 else x for x, w in zip(grid, params.window_size))
+    window = tuple(w if w > 1 else x for x, w in zip(grid, params.window_size, strict=True))
     stride, dilation = params.stride, params.dilation
     if params.base_size is not None:
-        base = tuple(b if b > 0 else x for x, b in zip(grid, params.base_size))
-        scale = tuple(x / b for x, b in zip(grid, base))
-        window = tuple(min(max(2, round(w * s)), x) for w, s, x in zip(window, scale, grid))
-        stride = tuple(min(max(1, round(st * s)), w) for w, s, st in zip(window, scale, stride))
-        max_dilation = tuple(x // w for x, w in zip(grid, window))
-        dilation = tuple(min(max(1, round(d * s)), m) for d, s, m in zip(dilation, scale, max_dilation))
-    for axis, x, w, d, s in zip(AXES, grid, window, dilation, stride):
+        base = tuple(b if b > 0 else x for x, b in zip(grid, params.base_size, strict=True))
+        scale = tuple(x / b for x, b in zip(grid, base, strict=True))
+        window = tuple(min(max(2, round(w * s)), x) for w, s, x in zip(window, scale, grid, strict=True))
+        stride = tuple(min(max(1, round(st * s)), w) for w, s, st in zip(window, scale, stride, strict=True))
+        max_dilation = tuple(x // w for x, w in zip(grid, window, strict=True))
+        dilation = tuple(min(max(1, round(d * s)), m) for d, s, m in zip(dilation, scale, max_dilation, strict=True))
+    for axis, x, w, d, s in zip(AXES, grid, window, dilation, stride, strict=True):
         if w * d > x:
             raise UserInputError(f"{where}: window_size {w} x dilation {d} = {w * d} exceeds the {axis} axis of "
                                  f"{x} tokens (rule: window x dilation <= axis size), grid {grid}")
@@ -170,7 +170,7 @@ def check_runnable(nb: Neighborhood, where: str) -> None:
     if nb.grid[0] <= 1:
         raise UserInputError(f"{where}: neighbourhood attention needs more than one latent frame "
                              f"(the reference raises for T={nb.grid[0]}); use natten_parameters=None for images")
-    for axis, w in zip(AXES, nb.window):
+    for axis, w in zip(AXES, nb.window, strict=True):
         if w < 2:
             raise UserInputError(f"{where}: window {w} along {axis} (rule: NATTEN windows are >= 2), grid {nb.grid}")
 
@@ -276,12 +276,11 @@ def neighborhood_mask(nb: Neighborhood) -> np.ndarray:
 
 
 def masked_attention(q, k, v, nb: Neighborhood):
-    """Exact neighbourhood attention with L x L float32 logits (the test reference)."""
-    scale = q.shape[-1] ** -0.5
-    mask = jnp.asarray(neighborhood_mask(nb))
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32)) * scale
-    weights = jax.nn.softmax(jnp.where(mask, logits, -jnp.inf), axis=-1)
-    return jnp.einsum("bhqk,bkhd->bqhd", weights, v.astype(jnp.float32)).astype(q.dtype)
+    """Exact neighbourhood attention with L x L float32 logits (the test reference): the dense kernel's
+    ``jax.nn.dot_product_attention`` (XLA path) with the neighbourhood mask."""
+    f32, mask = jnp.float32, jnp.asarray(neighborhood_mask(nb))[None, None]
+    return jax.nn.dot_product_attention(q.astype(f32), k.astype(f32), v.astype(f32), mask=mask,
+                                        implementation="xla").astype(q.dtype)
 
 
 # attention_impl -> neighbourhood kernel; impls not listed use the block-sparse kernel

@@ -94,7 +94,7 @@ def _block_pairs(nb, order: np.ndarray, block: int, n: int, masks) -> np.ndarray
     coords = np.stack(np.unravel_index(order, nb.grid), axis=-1)
     block_of = np.arange(len(order)) // block
     pairs = np.ones((n, n), bool)
-    for a, (x, mask) in enumerate(zip(nb.grid, masks)):
+    for a, (x, mask) in enumerate(zip(nb.grid, masks, strict=True)):
         member = np.zeros((n, x), np.int64)
         member[block_of, coords[:, a]] = 1
         pairs &= (member @ mask.astype(np.int64) @ member.T) > 0
@@ -127,10 +127,10 @@ def make_plan(nb, block: int = DEFAULT_BLOCK, shards: int = 1) -> BlockPlan:
     padded = -(-length // (block * shards)) * (block * shards)
     n = padded // block
     masks = nb.axis_masks()
-    group_extent = [-(-x // d) for x, d in zip(nb.grid, nb.dilation)]
+    group_extent = [-(-x // d) for x, d in zip(nb.grid, nb.dilation, strict=True)]
     best = None
     for tile in _factorings(block):
-        if any(t > 2 * e and t > 1 for t, e in zip(tile, group_extent)):
+        if any(t > 2 * e and t > 1 for t, e in zip(tile, group_extent, strict=True)):
             continue  # a tile far longer than the axis only repeats another candidate
         order = _tile_order(nb, tile)
         pairs = _block_pairs(nb, order, block, n, masks)

@@ -1,9 +1,10 @@
-"""Default sections shared by every experiment config (configs/*.py start from these)."""
+"""Default sections shared by every experiment config (configs/*.py start from these), and the demo's preset."""
 
 from __future__ import annotations
 
 import ml_collections
 
+from gw_jax.models.pixel_codec import PixelCodec
 from gw_jax.parallel.logical import DEFAULT_RULES
 
 
@@ -40,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
         adam_b1=0.9, adam_b2=0.99, adam_eps=1e-8, weight_decay=0.1, grad_clip_norm=1.0,
         ema_max_decay=0.9999,
         log_every=10, checkpoint_every=500, max_checkpoints=3, async_checkpoint=True,
+        profile_steps=0,  # > 0: trace that many steps (after the first) with jax.profiler into WORKDIR/profile
     ))
     c.mesh = ml_collections.ConfigDict(dict(
         axes=ml_collections.ConfigDict(dict(data=-1, fsdp=1, context=1, tensor=1)),
@@ -52,3 +54,32 @@ def base_config() -> ml_collections.ConfigDict:
         coordinator_address="", num_processes=1, process_id=0,  # empty: single host or auto-detect
     ))
     return c
+
+
+# The demo (`gw-jax demo`, configs/demo.py): sim and data sizes, training length, and its DiT config.
+QUICK = dict(train_episodes=32, heldout_episodes=6, sim_frames=17, size=64, sim_fps=8.0, clip_frames=9,
+             steps=1500, batch_size=8, sample_steps=20)
+FULL = dict(QUICK, train_episodes=128, heldout_episodes=16, steps=6000, batch_size=16)
+
+
+def demo_config(settings: dict) -> ml_collections.ConfigDict:
+    """The DiT + training config for the demo's pixel-codec latents."""
+    codec = PixelCodec(pool=2, fold=4)
+    latent_size = settings["size"] // codec.spatial_factor
+    config = base_config()
+    config.model = ml_collections.ConfigDict(dict(
+        max_img_h=latent_size, max_img_w=latent_size, max_frames=settings["clip_frames"],
+        in_channels=codec.channels + 1, out_channels=codec.channels, patch_spatial=2, patch_temporal=1,
+        model_channels=96, num_blocks=3, num_heads=4, crossattn_emb_channels=32, adaln_lora_dim=24,
+        scan_blocks=True, remat_policy="none", dtype="float32", param_dtype="float32", attention_impl="xla"))
+    config.latents = "precomputed"
+    config.codec.update(dict(name="pixel", pool=codec.pool, fold=codec.fold))
+    config.text_encoder.update(dict(name="hash", width=32, max_length=16))
+    config.data.update(dict(height=settings["size"], width=settings["size"], num_frames=settings["clip_frames"],
+                            fps=settings["sim_fps"] * (settings["clip_frames"] - 1) / (settings["sim_frames"] - 1)))
+    config.mesh.axes.update(dict(data=-1))
+    config.train.update(dict(global_batch_size=settings["batch_size"], num_steps=settings["steps"],
+                             learning_rate=1e-3, warmup_steps=50, final_lr_fraction=0.05, weight_decay=0.0,
+                             log_every=10, checkpoint_every=settings["steps"], async_checkpoint=False))
+    config.sample.update(dict(steps=settings["sample_steps"], guidance=1.0))
+    return config

@@ -2,26 +2,31 @@
 
 ``train(config, workdir)`` is what ``gw-jax train`` runs; it resumes automatically from the newest
 checkpoint in ``workdir`` (params, optimizer, EMA, step and the data iterator), and on SIGTERM saves
-and returns cleanly (preemptible TPU VMs send it before they go).
+and returns cleanly (preemptible TPU VMs send it before they go; on several hosts all of them stop and save
+at the same step). A NaN/inf loss stops the run (``NonFiniteLossError``) before anything diverged is saved;
+``config.train.profile_steps`` traces that many steps into ``workdir/profile``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import signal
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
 
+from gw_jax.errors import UserInputError
+from gw_jax.models.dit import GigaWorld0DiT
 from gw_jax.parallel.logical import use_mesh_rules
 from gw_jax.parallel.mesh import batch_sharding, describe, make_mesh
 from gw_jax.train.checkpoint import Checkpointer, abstract_with_shardings
+from gw_jax.train.data import make_batches, make_latent_encoder
+from gw_jax.train.guards import FiniteGuard, Profiler, StopSignal
 from gw_jax.train.metrics import MetricsWriter
 from gw_jax.train.optim import make_optimizer
 from gw_jax.train.sharding import state_shardings
@@ -42,8 +47,6 @@ def _rules(config):
 
 
 def dit_factory(model_config) -> Callable[[nnx.Rngs], nnx.Module]:
-    from gw_jax.models.dit import GigaWorld0DiT
-
     return lambda rngs: GigaWorld0DiT.from_config(model_config, rngs=rngs)
 
 
@@ -77,7 +80,7 @@ def build_setup(config, mesh: Mesh | None = None, latent_fn=None) -> Setup:
         graphdef, abstract_params, _ = nnx.split(abstract_model, nnx.Param, ...)
         logical_specs = nnx.to_pure_dict(nnx.get_partition_spec(abstract_params))
         abstract_state, abstract_buffers = jax.eval_shape(init_everything)
-        sharding = state_shardings(abstract_state, logical_specs, mesh, rules)
+        sharding = state_shardings(abstract_state, logical_specs, mesh, rules, tx)
         replicated = NamedSharding(mesh, PartitionSpec())
         buffer_sharding = jax.tree.map(lambda _: replicated, abstract_buffers)
         state_and_buffers = jax.jit(init_everything, out_shardings=(sharding, buffer_sharding))
@@ -125,29 +128,6 @@ def global_batch(mesh: Mesh, local_batch: dict) -> dict:
             for k, v in local_batch.items()}
 
 
-class _Preemption:
-    """Turns SIGTERM into a flag the loop checks between steps."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread (e.g. notebooks' worker threads)
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-        return False
-
-
 def train(config, workdir: str | Path, *, batches=None, vae=None, max_steps: int | None = None,
           progress: bool = True) -> TrainResult:
     """Trains ``config`` in ``workdir``, resuming from its newest checkpoint.
@@ -157,32 +137,22 @@ def train(config, workdir: str | Path, *, batches=None, vae=None, max_steps: int
     ``config.latents == "vae"`` (default: built from ``config.vae``). ``max_steps`` stops early (tests
     use it to simulate an interruption).
     """
-    from tqdm.auto import tqdm
-
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     latent_fn, vae_params = (None, None)
     if config.latents == "vae":
         if vae is None:
-            from gw_jax.train.data import make_latent_encoder
-
             vae = make_latent_encoder(config)
         latent_fn, vae_params = vae
     setup = build_setup(config, latent_fn=latent_fn)
     check_batch_layout(config, setup.mesh)
     if batches is None:
-        from gw_jax.train.data import make_batches
-
         batches = make_batches(config)
     checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=config.train.max_checkpoints,
                                 async_save=config.train.async_checkpoint)
-    restored = checkpointer.restore(abstract_with_shardings(setup.abstract_state, setup.state_sharding))
-    if restored is None:
-        state = setup.init_state()
-    else:
-        state, data_state, _ = restored
-        if data_state is not None and hasattr(batches, "set_state"):
-            batches.set_state(data_state)
+    data = batches if hasattr(batches, "get_state") else None  # saved and restored with the model
+    restored = checkpointer.restore(abstract_with_shardings(setup.abstract_state, setup.state_sharding), data=data)
+    state = setup.init_state() if restored is None else restored[0]
     start = int(jax.device_get(state.step))
     num_steps = int(config.train.num_steps)
     metrics_writer = MetricsWriter(workdir)
@@ -199,42 +169,57 @@ def train(config, workdir: str | Path, *, batches=None, vae=None, max_steps: int
           f"memory per device: {memory_report(compiled)}", flush=True)
 
     config_dict = config.to_dict()
-    with _Preemption() as preemption:
-        bar = tqdm(range(start, num_steps), initial=start, total=num_steps, desc="train",
-                   disable=not progress or jax.process_index() != 0)
-        last_log = time.perf_counter()
-        for step in bar:
-            if step > start:
-                batch = global_batch(setup.mesh, next(batches))
-            state, metrics = compiled(state, batch, jax.random.fold_in(base_key, step), vae_params)
-            done = step + 1
-            if done % config.train.log_every == 0 or done == num_steps:
-                metrics = jax.device_get(metrics)
-                now = time.perf_counter()
-                steps_since = done - max(start, done - config.train.log_every)
-                metrics["step_time_s"] = (now - last_log) / max(steps_since, 1)
-                metrics["tokens_per_s"] = _tokens(batch, config) / max(metrics["step_time_s"], 1e-9)
-                last_log = now
-                metrics_writer.write(done, metrics)
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-                losses.append(float(metrics["loss"]))
-            data_state = batches.get_state() if hasattr(batches, "get_state") else None
-            if done % config.train.checkpoint_every == 0 or done == num_steps:
-                checkpointer.save(done, state, data_state=data_state, config=config_dict)
-            if preemption.requested or (max_steps is not None and done >= max_steps):
-                if done % config.train.checkpoint_every != 0 and done != num_steps:
-                    checkpointer.save(done, state, data_state=data_state, config=config_dict, force=True)
-                stopped_early = done < num_steps
-                break
-    checkpointer.close()
-    metrics_writer.close()
+    finite = FiniteGuard(checkpointer.directory)
+    finite.last_saved = checkpointer.latest_step()
+    # the first step after (re)start is skipped: it still warms caches up
+    profiler = Profiler(workdir / "profile", first=start + 2, steps=int(config.train.get("profile_steps", 0)))
+
+    def save(done: int, force: bool = False) -> None:
+        finite.check()  # never save a diverged state: the newest checkpoint stays the last good one
+        checkpointer.save(done, state, data=data, config=config_dict, force=force)
+        finite.last_saved = done
+
+    try:
+        with StopSignal(checkpointer) as stop:
+            bar = tqdm(range(start, num_steps), initial=start, total=num_steps, desc="train",
+                       disable=not progress or jax.process_index() != 0)
+            last_log = time.perf_counter()
+            for step in bar:
+                if step > start:
+                    batch = global_batch(setup.mesh, next(batches))
+                done = step + 1  # steps are counted as updates done, as in checkpoints and metrics
+                profiler.before(done)
+                state, metrics = compiled(state, batch, jax.random.fold_in(base_key, step), vae_params)
+                profiler.after(done, metrics)
+                finite.add(done, metrics)
+                if done % config.train.log_every == 0 or done == num_steps:
+                    finite.check()
+                    metrics = jax.device_get(metrics)
+                    now = time.perf_counter()
+                    steps_since = done - max(start, done - config.train.log_every)
+                    metrics["step_time_s"] = (now - last_log) / max(steps_since, 1)
+                    metrics["tokens_per_s"] = _tokens(batch, config) / max(metrics["step_time_s"], 1e-9)
+                    last_log = now
+                    metrics_writer.write(done, metrics)
+                    bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+                    losses.append(float(metrics["loss"]))
+                saved = done % config.train.checkpoint_every == 0 or done == num_steps
+                if saved:
+                    save(done)
+                if stop.reached(done) or (max_steps is not None and done >= max_steps):
+                    if not saved:
+                        save(done, force=True)
+                    stopped_early = done < num_steps
+                    break
+    finally:
+        profiler.stop()
+        checkpointer.close()
+        metrics_writer.close()
     return TrainResult(state=state, model_def=setup.model_def, losses=losses, stopped_early=stopped_early)
 
 
 def check_batch_layout(config, mesh: Mesh) -> None:
     """The global batch splits into accumulation micro-batches, each split over data x fsdp devices."""
-    from gw_jax.errors import UserInputError
-
     batch, accum = int(config.train.global_batch_size), int(config.train.accum_steps)
     shards = mesh.shape["data"] * mesh.shape["fsdp"]
     if batch % accum or (batch // accum) % shards:

@@ -15,6 +15,7 @@ class MetricsWriter:
         self.path = Path(workdir) / "metrics.jsonl"
         self._tb = None
         if self.enabled:
+            # Imported here: tensorboardX imports torch when it is installed (seconds), and only process 0 needs it.
             from tensorboardX import SummaryWriter
 
             self.path.parent.mkdir(parents=True, exist_ok=True)

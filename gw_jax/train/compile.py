@@ -1,29 +1,29 @@
-"""``gw-jax compile --config configs/gigaworld0_2b.py --topology v5p:4x4x4``: AOT-compile the sharded
-train step for a Cloud TPU topology on this (CPU) host with libtpu, and report per-chip memory.
+"""Ahead-of-time compile of the sharded train step for a Cloud TPU topology, on a CPU host with libtpu.
 
-Needs libtpu (``pip install -e ".[tpu]"``); no TPU is touched. Exit 1 when the step does not fit in HBM.
+    report = compile_report(config, "v5p:4x4x4", dict(fsdp=16, context=4))
+    report["per_chip"], report["peak_estimate_gib"], report["fits"]
+
+Needs libtpu (``pip install -e ".[tpu]"``); no TPU is touched. ``gw-jax compile`` (train/compile_cli.py)
+prints this report.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 
+import jax
+import numpy as np
+
 from gw_jax.errors import UserInputError
+from gw_jax.models.neighborhood_attention import NattenSchedule
+from gw_jax.parallel.mesh import batch_sharding, describe, make_mesh
+from gw_jax.train.loop import build_setup, jit_train_step
 
 HBM_GIB = {"v4": 32, "v5p": 95, "v5e": 16, "v5litepod": 16, "v6e": 32}
 # Meshes that fit the 2B model at 61x480x640 (19,200 tokens), global batch 16.
 DEFAULT_MESHES = {"v5p": dict(data=1, fsdp=16, context=-1, tensor=1),
                   "v5e": dict(data=1, fsdp=16, context=-1, tensor=4),
                   "v6e": dict(data=1, fsdp=16, context=-1, tensor=1)}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--topology", required=True, help="e.g. v5p:4x4x4 (64 chips), v5e:16x16 (256 chips)")
-    parser.add_argument("--mesh", default="", help="axis sizes, e.g. fsdp=16,context=4 (default per chip)")
-    parser.add_argument("--json", default=None, help="also write the report as JSON")
 
 
 def tpu_devices(topology: str):
@@ -40,17 +40,6 @@ def tpu_devices(topology: str):
     return desc.devices
 
 
-def parse_mesh(text: str) -> dict:
-    sizes = {}
-    for item in filter(None, text.split(",")):
-        name, _, value = item.partition("=")
-        try:
-            sizes[name.strip()] = int(value)
-        except ValueError:
-            raise UserInputError(f"--mesh {text!r}: expected axis=size pairs, e.g. fsdp=16,context=4") from None
-    return sizes
-
-
 def model_flops_per_step(config, tokens_per_sample: int, params: int, attention_fraction: float = 1.0) -> float:
     """6 * params * tokens (matmuls, fwd + bwd) + attention (12 * L^2 * D per block, fwd + bwd), the
     attention term scaled by the mean fraction of (query, key) pairs that sparse (NATTEN) blocks keep."""
@@ -61,12 +50,6 @@ def model_flops_per_step(config, tokens_per_sample: int, params: int, attention_
 
 
 def compile_report(config, topology: str, mesh_sizes: dict | None = None) -> dict:
-    import jax
-    import numpy as np
-
-    from gw_jax.parallel.mesh import describe, make_mesh
-    from gw_jax.train.loop import build_setup, jit_train_step
-
     devices = tpu_devices(topology)
     chip = topology.split(":")[0].lower()
     sizes = mesh_sizes or DEFAULT_MESHES.get(chip, dict(config.mesh.axes))
@@ -84,8 +67,6 @@ def compile_report(config, topology: str, mesh_sizes: dict | None = None) -> dic
     step = jit_train_step(setup, batch)
     abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                   setup.abstract_state, setup.state_sharding)
-    from gw_jax.parallel.mesh import batch_sharding
-
     abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding(mesh, v.ndim))
                       for k, v in batch.items()}
     key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
@@ -111,8 +92,6 @@ def compile_report(config, topology: str, mesh_sizes: dict | None = None) -> dic
 
 def attention_kept_fraction(config, latent) -> float:
     """Mean over blocks of the attention kept by ``natten_parameters`` on this latent grid (1.0: dense)."""
-    from gw_jax.models.neighborhood_attention import NattenSchedule
-
     m = config.model
     natten = m.get("natten_parameters")
     if natten is None:
@@ -121,31 +100,3 @@ def attention_kept_fraction(config, latent) -> float:
     max_grid = (m.max_frames // m.patch_temporal, m.max_img_h // m.patch_spatial, m.max_img_w // m.patch_spatial)
     fractions = NattenSchedule.from_config(natten, m.num_blocks, max_grid).kept_fractions(grid)
     return sum(fractions) / len(fractions)
-
-
-def run(args) -> int:
-    import jax
-
-    from gw_jax.config import load_config
-
-    # Only libtpu's compiler is needed; keep JAX's own backend on the host CPU (no TPU probing).
-    jax.config.update("jax_platforms", "cpu")
-
-    config = load_config(args.config, args.config_overrides)
-    report = compile_report(config, args.topology, parse_mesh(args.mesh) or None)
-    m = report["per_chip"]
-    print(f"{report['topology']} ({report['chips']} chips), mesh {report['mesh']}, compiled in {report['compile_s']}s")
-    print(f"  params {report['params'] / 1e9:.3f}B, {report['tokens_per_sample']} tokens/sample, batch {report['global_batch']}")
-    print(f"  per chip: arguments {m['arguments_gib']:.2f} GiB, temporaries {m['temporaries_gib']:.2f} GiB, "
-          f"outputs {m['outputs_gib']:.2f} GiB (aliased {m['aliased_gib']:.2f}) -> peak ~{report['peak_estimate_gib']:.2f} GiB"
-          f" of {report['hbm_gib']} GiB HBM")
-    print(f"  model FLOPs per step {report['model_flops_per_step']:.3e}"
-          f" (attention kept {report['attention_kept_fraction']:.3f} of dense)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
-    if not report["fits"]:
-        print(f"does NOT fit: peak {report['peak_estimate_gib']:.1f} GiB > 95% of {report['hbm_gib']} GiB; "
-              "use more fsdp/context, remat, or a smaller batch")
-        return 1
-    return 0
