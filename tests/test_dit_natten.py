@@ -3,6 +3,7 @@
 The masked kernel (``attention_impl="xla"``) is also run by tests/test_dit.py's fixture parametrisation.
 """
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -144,3 +145,29 @@ def test_sharded_sparse_train_step_equals_single_device():
     np.testing.assert_allclose(metrics_8["grad_norm"], metrics_1["grad_norm"], rtol=1e-4)
     for a, b in zip(jax.tree.leaves(params_8), jax.tree.leaves(params_1), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_sparse_bench_reports_both_kernels():
+    from gw_jax.bench.sparse_bench import markdown_table, run_sparse_bench
+
+    report = run_sparse_bench("tiny")
+    assert [r["block"] for r in report["attention"]] == ["dense", 3, 11]
+    assert all(r["forward_backward_s"] > 0 for r in report["attention"])
+    assert 0 < report["dit_flops_ratio"] < 1 and report["dit"]["sparse (blocksparse)"]["train_step_s"] > 0
+    assert "2B block 11" in markdown_table(report)
+
+
+@pytest.mark.tpu
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="needs libtpu (pip install -e '.[tpu]')")
+def test_sparse_train_step_compiles_for_a_tpu_topology():
+    """The block-sparse kernel (shard_map over context, lax.switch over block configs) lowers for TPU."""
+    from gw_jax.config import load_config
+    from gw_jax.train.compile import compile_report
+
+    config = load_config("configs/tiny.py", ["--config.train.global_batch_size=4"])
+    config.model.attention_impl = "blocksparse"
+    config.model.natten_parameters = [{"window_size": [2, -1, -1]}, {"window_size": [-1, 2, 2], "dilation": [1, 1, 2]}]
+    config.model.num_blocks = 2
+    report = compile_report(config, "v5e:2x2", dict(fsdp=2, context=2))
+    assert report["fits"] and 0 < report["attention_kept_fraction"] < 1
