@@ -89,9 +89,9 @@ def reference_to_array(path: tuple, shape: tuple, tensors: dict, origin: dict, u
     return value
 
 
-def load_reference_weights(model: nnx.Module, directory: Path) -> None:
+def load_reference_weights(model: nnx.Module, directory: Path, *, verify_checksums: bool = True) -> None:
     """Fills ``model`` (possibly abstract, from nnx.eval_shape) with the checkpoint's weights, in place."""
-    tensors, origin = load_flat(directory, WEIGHTS_STEM)
+    tensors, origin = load_flat(directory, WEIGHTS_STEM, verify=verify_checksums)
     used: set[str] = set()
     new_values = {}
     for path, variable in _flat_params(model).items():
