@@ -32,7 +32,7 @@ APP_LAYER = 5
 
 # Edges tolerated until the work that removes them lands (issue 19, IDM part: idm.report calls the private
 # idm.cli._predict). An entry that no longer matches an import fails the test: delete it then.
-ALLOWED: set[tuple[str, str]] = {("gw_jax.idm.report", "gw_jax.idm.cli")}
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def is_command(module: str) -> bool:
