@@ -111,9 +111,10 @@ class GigaWorld0DiT(nnx.Module):
     # ----------------------------------------------------------------------------------------------
     @classmethod
     def from_config(cls, config: Mapping, *, rngs: nnx.Rngs) -> "GigaWorld0DiT":
-        """From a ``config.model`` section (reference kwargs + gw_jax options); unknown keys are errors."""
+        """From a ``config.model`` section (reference kwargs + gw_jax options); unknown keys are errors.
+        ``pretrained`` (where training takes the weights from) is not a constructor argument."""
         kwargs = dict(config.to_dict() if hasattr(config, "to_dict") else config)
-        kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_")}  # e.g. diffusers' _class_name
+        kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_") and k != "pretrained"}  # _class_name
         known = set(inspect.signature(cls.__init__).parameters) - {"self", "rngs"}
         unknown = sorted(set(kwargs) - known)
         if unknown:

@@ -121,14 +121,14 @@ def add_lora(model: nnx.Module, *, rank: int, alpha: float | None = None,
         raise UserInputError(f"lora_rank must be at least 1, got {rank}")
     alpha = float(rank if alpha is None else alpha)
     names = []
-    for linear, module, stacked in target_linears(model, targets).values():
+    for linear, module, _ in target_linears(model, targets).values():
         n_in, n_out = linear.kernel.shape[-2:]
         lead = linear.kernel.shape[:-2]
         bound = 1.0 / math.sqrt(n_in)
         a = jax.random.uniform(rngs.params(), lead + (n_in, rank), jnp.float32, -bound, bound)
         linear.lora = LoRAAdapter(a.astype(linear.param_dtype), jnp.zeros(lead + (rank, n_out), linear.param_dtype),
                                   jnp.full(lead + (rank,), alpha / rank, jnp.float32), _kernel_names(linear))
-        names.append(module.format(i="{i}"))
+        names.append(module)
     return names
 
 

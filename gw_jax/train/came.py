@@ -30,9 +30,9 @@ BatchDims = Callable[[tuple, Any], int]
 class CameState(NamedTuple):
     count: jax.Array
     mu: optax.Updates  # momentum: float32, or uint8 codes (8-bit state)
-    mu_min: optax.Updates  # 8-bit only: per block minimum, (*batch, blocks); else (0,)
+    mu_min: optax.Updates  # 8-bit only: per block minimum, (*batch, blocks); else (1,)
     mu_scale: optax.Updates  # 8-bit only: per block (max - min) / 255
-    nu: optax.Updates  # vectors: full second moment; else (0,)
+    nu: optax.Updates  # vectors: full second moment; else (1,)
     nu_row: optax.Updates  # matrices: factored second moment (*batch, rows) / (*batch, cols)
     nu_col: optax.Updates
     res_row: optax.Updates  # matrices: factored instability
@@ -40,7 +40,8 @@ class CameState(NamedTuple):
 
 
 def _empty():
-    return jnp.zeros((0,), jnp.float32)
+    """An unused slot (one float: Orbax cannot save zero-size arrays)."""
+    return jnp.zeros((1,), jnp.float32)
 
 
 def _blocks(cols: int, block_size: int) -> int:
