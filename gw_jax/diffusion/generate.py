@@ -186,7 +186,7 @@ def _fit(emb: np.ndarray, length: int) -> np.ndarray:
     return out
 
 
-def _denoiser_step(graphdef, mesh, rules, guidance: float, augment_sigma: float):
+def denoiser_step(graphdef, mesh, rules, guidance: float, augment_sigma: float):
     """One jitted step of the release's sampler for a batch (the body of ``sample_reference``'s scan)."""
 
     def step(state, sample, cond_latents, cond_mask, context, negative, fps, sigma_s, sigma_t):
@@ -224,7 +224,7 @@ def generate(pipe: GenerationPipeline, requests: Sequence[Request], *, num_frame
     replicated = NamedSharding(mesh, PartitionSpec())
     graphdef, state = nnx.split(pipe.model)
     state = jax.device_put(state, replicated)
-    step = _denoiser_step(graphdef, mesh, rules, guidance, augment_sigma)
+    step = denoiser_step(graphdef, mesh, rules, guidance, augment_sigma)
 
     # items of one output size go together, per_batch at a time (the last batch padded with repeats)
     sizes = [release_size((r.image.shape[1], r.image.shape[0]), (size["width"], size["height"])) if r.image is not None
