@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mesh", default="data=-1",
                         help="mesh axes (default: all devices data-parallel), e.g. data=2,context=4 (ring attention)")
     parser.add_argument("--dtype", default="float32", help="transformer compute dtype (bfloat16 on TPU/GPU)")
+    parser.add_argument("--attention", default=None,
+                        help="attention kernel: xla | cudnn | splash (TPU: needed for 2B on one v5e) | context_ring | "
+                             "context_allgather (default: context_ring when the mesh has context > 1, else xla)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -80,7 +83,7 @@ def run(args) -> int:
     pipe = GenerationPipeline.from_release(args.release, transformer=args.transformer, vae=args.vae,
                                            text_encoder=args.text_encoder, lora=parse_lora(args.lora) or None,
                                            lora_fuse=args.lora_fuse, dtype=args.dtype,
-                                           attention_impl="context_ring" if context else "xla")
+                                           attention_impl=args.attention or ("context_ring" if context else "xla"))
     requests = requests_from_json(args.json) if args.json else requests_from_packed(args.packed, args.limit)
     results = generate(pipe, requests, num_frames=args.frames, height=args.height, width=args.width,
                        preset=args.preset, fps=args.fps, steps=args.steps, guidance=args.guidance, seed=args.seed,
