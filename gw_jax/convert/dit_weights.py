@@ -122,11 +122,13 @@ def reference_slice_fn(path: tuple, shape: tuple, reader: SafetensorsReader, dty
     return read
 
 
-def load_reference_arrays(params: nnx.State, directory: Path, shardings=None) -> dict[tuple, jax.Array]:
+def load_reference_arrays(params: nnx.State, directory: Path, shardings=None, *,
+                          verify: bool = True) -> dict[tuple, jax.Array]:
     """{path: jax.Array} for every parameter of ``params`` (an abstract Param state), each placed with its
     sharding (a matching nested state/dict of shardings; None: the default device) straight from the files,
-    one device shard at a time: no host copy of the whole checkpoint, nor of a whole parameter."""
-    reader = SafetensorsReader.open(directory, WEIGHTS_STEM)
+    one device shard at a time: no host copy of the whole checkpoint, nor of a whole parameter. ``verify``:
+    check the files against the folder's SHA256SUMS first, when it has one."""
+    reader = SafetensorsReader.open(directory, WEIGHTS_STEM, verify=verify)
     flat = _flat_params(params)
     check_reference_keys(flat, reader)
     flat_shardings = dict(nnx.to_flat_state(shardings)) if isinstance(shardings, nnx.State) else (
@@ -141,10 +143,10 @@ def load_reference_arrays(params: nnx.State, directory: Path, shardings=None) ->
     return arrays
 
 
-def load_reference_weights(model: nnx.Module, directory: Path) -> None:
+def load_reference_weights(model: nnx.Module, directory: Path, *, verify_checksums: bool = True) -> None:
     """Fills ``model`` (possibly abstract, from nnx.eval_shape) with the checkpoint's weights, in place."""
     state = nnx.state(model, nnx.Param)
-    arrays = load_reference_arrays(state, directory)
+    arrays = load_reference_arrays(state, directory, verify=verify_checksums)
     flat = nnx.to_flat_state(state)
     nnx.update(model, nnx.from_flat_state([(path, var.replace(arrays[path])) for path, var in flat]))
 

@@ -2,10 +2,11 @@
 
 Layouts: one ``NAME.safetensors``, or shards listed in ``NAME.safetensors.index.json``
 (``{"weight_map": {key: shard_file}}``) as written by diffusers/transformers. Files are read and written
-by ``safetensors.numpy``; the shard index is ours (safetensors itself has none).
+by ``safetensors.numpy``; the shard index is ours (safetensors itself has none), and so are the files'
+SHA-256s: ``save_flat`` records them in ``SHA256SUMS``, ``load_flat`` checks them where that file exists.
 
-:class:`SafetensorsReader` reads *slices* of tensors on demand (``safe_open``'s memory map, one file open
-at a time), so a large checkpoint goes onto devices shard by shard without a full host copy.
+:class:`SafetensorsReader` reads *slices* of tensors on demand (``safe_open``, one file open at a time), so a
+large checkpoint goes onto devices shard by shard without a full host copy.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from gw_jax.convert.checksums import record_checksums, verify_checksums
 from gw_jax.errors import UserInputError
 
 
@@ -73,11 +75,16 @@ class SafetensorsReader:
                 raise UserInputError(f"{file}: unreadable safetensors file ({type(e).__name__}: {e})") from e
 
     @classmethod
-    def open(cls, directory: str | Path, stem: str = "diffusion_pytorch_model") -> "SafetensorsReader":
+    def open(cls, directory: str | Path, stem: str = "diffusion_pytorch_model", *,
+             verify: bool = True) -> "SafetensorsReader":
+        """The checkpoint in ``directory`` (checked against its SHA256SUMS, when it has one)."""
         directory = Path(directory)
         if not directory.is_dir():
             raise UserInputError(f"{directory}: checkpoint directory not found")
-        return cls(find_weights(directory, stem)[0])
+        files = find_weights(directory, stem)[0]
+        if verify:
+            verify_checksums(directory, files)
+        return cls(files)
 
     def keys(self) -> list[str]:
         return list(self.shapes)
@@ -88,13 +95,16 @@ class SafetensorsReader:
             return np.asarray(tensor[index] if index else tensor[:])
 
 
-def load_flat(directory: str | Path,
-              stem: str = "diffusion_pytorch_model") -> tuple[dict[str, np.ndarray], dict[str, Path]]:
-    """All tensors of a (sharded) checkpoint, and the file each key came from (for error messages)."""
+def load_flat(directory: str | Path, stem: str = "diffusion_pytorch_model", *,
+              verify: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Path]]:
+    """All tensors of a (sharded) checkpoint, and the file each key came from (for error messages).
+    ``verify``: check the files against the folder's SHA256SUMS, when it has one."""
     directory = Path(directory)
     if not directory.is_dir():
         raise UserInputError(f"{directory}: checkpoint directory not found")
     files, _ = find_weights(directory, stem)
+    if verify:
+        verify_checksums(directory, files)
     tensors, origin = {}, {}
     for file in files:
         for key, value in read_safetensors(file).items():
@@ -133,4 +143,5 @@ def save_flat(tensors: dict[str, np.ndarray], directory: str | Path, stem: str =
         index = {"metadata": {"total_size": int(sum(t.nbytes for t in tensors.values()))},
                  "weight_map": {k: name for name, ks in zip(names, shards, strict=True) for k in ks}}
         (directory / f"{stem}.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    record_checksums(directory, written)
     return written

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gw_jax.data.pack import pack
 from gw_jax.data.rlds import import_rlds
-from gw_jax.errors import UserInputError
+from gw_jax.errors import UserInputError, check_output_dir
 from gw_jax.models.factory import text_encoder_from_spec
 
 
@@ -49,6 +49,11 @@ def _paths(args) -> tuple[Path | None, Path]:
 
 def run(args) -> int:
     raw, out = _paths(args)
+    counts = {"--shards": args.shards, "--workers": args.workers, "--max-text-tokens": args.max_text_tokens}
+    for flag, value in counts.items():
+        if value is not None and value < 1:
+            raise UserInputError(f"{flag} must be at least 1, got {value}")
+    check_output_dir(out, flag="OUT")  # before the import and the text encoder, which take a while
     skipped_before = []  # inputs the RLDS import already rejected, counted in the index too
     if args.from_tfds:
         raw = out / "rlds_episodes"  # kept, so a re-run resumes; remove it once the pack is done if space matters
@@ -65,4 +70,7 @@ def run(args) -> int:
           f"in {out}; skipped {len(index['skipped'])}")
     for item in index["skipped"]:
         print(f"  skipped {item['file']}: {item['reason']}")
+    if index["prompts_at_max_length"]:
+        print(f"note: {index['prompts_at_max_length']} prompt(s) fill all {index['text_encoder']['max_length']} "
+              f"text tokens and may have been cut (--max-text-tokens sets the length)")
     return 0

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import multiprocessing as mp
 import os
 import time
 from pathlib import Path
@@ -24,7 +23,8 @@ from tqdm.auto import tqdm
 
 from gw_jax.data.sim_scene import ARM_BASE_Y, ARM_JOINTS, COLOURS, GRIPPER_JOINTS, TABLE_TOP, default_camera, scene_xml
 from gw_jax.data.video import read_video, write_video
-from gw_jax.errors import UserInputError
+from gw_jax.data.workers import imap_unordered
+from gw_jax.errors import UserInputError, make_output_dir
 
 TASKS = ("push", "pick", "place")
 ARM_BODIES = ("arm_base", "link1", "link2", "link3", "link4", "link5", "link6", "finger_l", "finger_r")
@@ -329,18 +329,11 @@ def simulate_dataset(out_dir: str | Path, episodes: int, *, seed: int = 0, worke
         raise UserInputError(f"--size {height}x{width}: both sides must be positive multiples of 16")
     if kwargs.get("frames", 33) < 1:
         raise UserInputError("--frames must be at least 1")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir, flag="--out")
     todo = [(str(out_dir), i, seed * 100003 + i, kwargs) for i in range(episodes) if not _episode_complete(out_dir, i)]
-    bar = tqdm(total=episodes, initial=episodes - len(todo), desc="sim", disable=not progress)
-    if workers > 1 and len(todo) > 1:
-        with mp.get_context("spawn").Pool(workers) as pool:
-            for _ in pool.imap_unordered(_simulate_one, todo):
-                bar.update()
-    else:
-        for job in todo:
-            _simulate_one(job)
+    with tqdm(total=episodes, initial=episodes - len(todo), desc="sim", disable=not progress) as bar:
+        for _ in imap_unordered(_simulate_one, todo, workers=workers):
             bar.update()
-    bar.close()
     manifest = dict(schema_version=SCHEMA_VERSION, episodes=episodes, seed=seed,
                     args={k: v for k, v in kwargs.items()}, layout="i.mp4, i.txt, i.npz")
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
@@ -350,11 +343,11 @@ def simulate_dataset(out_dir: str | Path, episodes: int, *, seed: int = 0, worke
 def load_episode(directory: str | Path, index: int) -> dict:
     """Frames (uint8 F,H,W,3), prompt and every ground-truth array of episode ``index``."""
     directory = Path(directory)
-    frames, _ = read_video(directory / f"{index}.mp4")
+    frames, fps = read_video(directory / f"{index}.mp4")
     prompt_path = directory / f"{index}.txt"
     if not prompt_path.is_file():
         raise UserInputError(f"{prompt_path}: missing prompt file")
-    episode = dict(frames=frames, prompt=prompt_path.read_text().strip())
+    episode = dict(frames=frames, prompt=prompt_path.read_text().strip(), fps=fps)  # the npz's fps wins
     npz = directory / f"{index}.npz"
     if npz.is_file():
         with np.load(npz) as data:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from gw_jax.data.video import write_video
 from gw_jax.diffusion import sample_reference
-from gw_jax.errors import UserInputError
+from gw_jax.errors import UserInputError, check_output_dir
 from gw_jax.models.factory import load_codec, load_text_encoder
 from gw_jax.train.export import restore_workdir
 
@@ -50,24 +50,36 @@ def load_image(path: Path, height: int, width: int) -> np.ndarray:
 
 
 def run(args) -> int:
+    # every argument is checked before anything slow (restoring, compiling) starts
+    if not (Path(args.workdir) / "checkpoints").is_dir():
+        raise UserInputError(f"--workdir {args.workdir}: no checkpoints/ folder (train first)")
+    if not Path(args.image).is_file():
+        raise UserInputError(f"--image {args.image}: no such file")
+    check_output_dir(Path(args.out).absolute().parent, flag="--out")
+    if args.frames is not None and args.frames < 2:
+        raise UserInputError("--frames must be at least 2 (the first one is the given image)")
+    if args.steps is not None and args.steps < 1:
+        raise UserInputError(f"--steps must be at least 1, got {args.steps}")
+    if args.guidance is not None and not np.isfinite(args.guidance):
+        raise UserInputError(f"--guidance must be a finite number, got {args.guidance}")
     config, setup, state = restore_workdir(args.workdir)
     codec, text = load_codec(config), load_text_encoder(config)
     model = setup.model_def.merge(state.ema_params if args.ema else state.params, setup.init_frozen())
 
     frames = args.frames or config.data.num_frames
-    if frames < 2:
-        raise UserInputError("--frames must be at least 2 (the first one is the given image)")
     first = load_image(Path(args.image), config.data.height, config.data.width)
     video = np.zeros((1, 3, frames, config.data.height, config.data.width), np.float32)
     video[:, :, 0] = first
     latents = codec.encode(jnp.asarray(video))
     mask = jnp.zeros((1, 1, latents.shape[2], 1, 1)).at[:, :, 0].set(1.0)
-    emb, _ = text.encode([args.prompt])
     sample_cfg = config.sample
+    # Prompts are encoded here, outside jit: text encoders are host code (tokenizers, numpy) around their own jit.
+    emb, _ = text.encode([args.prompt])
+    negative, _ = text.encode([sample_cfg.negative_prompt])
     noise = jax.random.normal(jax.random.key(args.seed), latents.shape) * sample_cfg.sigma_max
     out, _ = jax.jit(lambda n: sample_reference(
-        model, n, context=jnp.asarray(emb), negative_context=jnp.asarray(text.encode([sample_cfg.negative_prompt])[0]),
-        cond_latents=latents, cond_mask=mask, fps=config.data.fps, steps=args.steps or sample_cfg.steps,
+        model, n, context=jnp.asarray(emb), negative_context=jnp.asarray(negative), cond_latents=latents,
+        cond_mask=mask, fps=config.data.fps, steps=args.steps or sample_cfg.steps,
         guidance=sample_cfg.guidance if args.guidance is None else args.guidance,
         sigma_max=sample_cfg.sigma_max, augment_sigma=sample_cfg.augment_sigma))(noise)
     pixels = np.asarray(codec.decode(out))[0]

@@ -26,7 +26,7 @@ from einops import rearrange
 from flax import nnx
 
 from gw_jax.convert.dit_weights import load_reference_weights, save_reference_weights
-from gw_jax.errors import UserInputError, load_json
+from gw_jax.errors import UserInputError, check_types, load_json
 from gw_jax.models.dit_blocks import FinalLayer, TransformerBlock, timestep_sinusoid
 from gw_jax.models import lora
 from gw_jax.models.layers import RMSNorm, linear
@@ -57,7 +57,7 @@ def nearest_resize_2d(mask_bchw: jax.Array, height: int, width: int) -> jax.Arra
 
 class GigaWorld0DiT(nnx.Module):
     def __init__(self, max_img_h: int, max_img_w: int, max_frames: int, in_channels: int, out_channels: int,
-                 patch_spatial: int, patch_temporal: int, concat_padding_mask: bool = True,
+                 patch_spatial: int | list[int], patch_temporal: int, concat_padding_mask: bool = True,
                  block_config: str = "FA-CA-MLP", model_channels: int = 768, num_blocks: int = 10,
                  num_heads: int = 16, mlp_ratio: float = 4.0, crossattn_emb_channels: int = 1024,
                  adaln_lora_dim: int = 256, rope_h_extrapolation_ratio: float = 1.0,
@@ -110,29 +110,40 @@ class GigaWorld0DiT(nnx.Module):
 
     # ----------------------------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, config: Mapping, *, rngs: nnx.Rngs) -> "GigaWorld0DiT":
-        """From a ``config.model`` section (reference kwargs + gw_jax options); unknown keys are errors.
+    def from_config(cls, config: Mapping, *, rngs: nnx.Rngs, where: str = "config.model") -> "GigaWorld0DiT":
+        """From a ``config.model`` section (reference kwargs + gw_jax options); unknown keys and values of the
+        wrong type are errors naming the field (``where`` names the file or section in the message).
         ``pretrained`` (where training takes the weights from) is not a constructor argument."""
         kwargs = dict(config.to_dict() if hasattr(config, "to_dict") else config)
         kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_") and k != "pretrained"}  # _class_name
         known = set(inspect.signature(cls.__init__).parameters) - {"self", "rngs"}
         unknown = sorted(set(kwargs) - known)
         if unknown:
-            raise UserInputError(f"unknown DiT config keys: {unknown}")
+            raise UserInputError(f"{where}: unknown DiT config keys: {unknown}")
+        check_types(cls.__init__, kwargs, where=where)
         return cls(**kwargs, rngs=rngs)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype="float32", **options) -> "GigaWorld0DiT":
-        """Loads a reference checkpoint dir (config.json + safetensors, single or sharded with index)."""
+    def from_pretrained(cls, path: str | Path, dtype="float32", *, verify_checksums: bool = True,
+                        **options) -> "GigaWorld0DiT":
+        """Loads a reference checkpoint dir (config.json + safetensors, single or sharded with index).
+
+        ``verify_checksums``: check the weights files against the SHA256SUMS ``save_pretrained`` writes
+        (folders without one, e.g. the release's, are not checked)."""
         path = Path(path)
-        config = load_json(path / "config.json", what="a reference checkpoint directory's config")
+        file = path / "config.json"
+        config = load_json(file, what="a reference checkpoint directory's config")
+        if not isinstance(config, dict):
+            raise UserInputError(f"{file}: a JSON object of constructor kwargs expected")
         config = {k: v for k, v in config.items() if not k.startswith("_")}
-        model = nnx.eval_shape(lambda: cls.from_config({**config, "dtype": dtype, **options}, rngs=nnx.Rngs(0)))
-        load_reference_weights(model, path)
+        model = nnx.eval_shape(lambda: cls.from_config({**config, "dtype": dtype, **options}, rngs=nnx.Rngs(0),
+                                                       where=str(file)))
+        load_reference_weights(model, path, verify_checksums=verify_checksums)
         return model
 
     def save_pretrained(self, path: str | Path, *, max_shard_bytes: int | None = None) -> None:
-        """Writes config.json + reference-named safetensors (sharded with an index past max_shard_bytes)."""
+        """Writes config.json + reference-named safetensors (sharded with an index past max_shard_bytes) and
+        their SHA-256s (SHA256SUMS, the ``sha256sum -c`` format)."""
         save_reference_weights(self, Path(path), max_shard_bytes=max_shard_bytes)
 
     def load_lora(self, model_path_dict, fuse: bool = False) -> None:

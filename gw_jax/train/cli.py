@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    if args.max_steps is not None and args.max_steps < 1:
+        raise UserInputError(f"--max-steps must be at least 1, got {args.max_steps}")
     config = load_config(args.config, args.config_overrides)
     initialize(config.multihost)
     if config.latents not in ("vae", "precomputed"):

@@ -20,10 +20,11 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from gw_jax.errors import UserInputError
+from gw_jax.errors import UserInputError, make_output_dir
 from gw_jax.parallel.logical import use_mesh_rules
 from gw_jax.parallel.mesh import batch_sharding, describe, logical_tree_shardings, make_mesh
 from gw_jax.train.checkpoint import Checkpointer, abstract_with_shardings
+from gw_jax.train.config_checks import check_resume_config, check_train_config
 from gw_jax.train.data import make_batches, make_latent_encoder
 from gw_jax.train.guards import FiniteGuard, Profiler, StopSignal
 from gw_jax.train.metrics import MetricsWriter
@@ -162,8 +163,9 @@ def train(config, workdir: str | Path, *, batches=None, vae=None, max_steps: int
     ``config.latents == "vae"`` (default: built from ``config.vae``). ``max_steps`` stops early (tests
     use it to simulate an interruption).
     """
+    check_train_config(config)
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(workdir, flag="--workdir")
     latent_fn, vae_params = (None, None)
     if config.latents == "vae":
         if vae is None:
@@ -175,13 +177,14 @@ def train(config, workdir: str | Path, *, batches=None, vae=None, max_steps: int
         batches = make_batches(config)
     checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=config.train.max_checkpoints,
                                 async_save=config.train.async_checkpoint)
+    check_resume_config(checkpointer.restore_config(), config, where=checkpointer.directory)
     data = batches if hasattr(batches, "get_state") else None  # saved and restored with the model
     restored = checkpointer.restore(abstract_with_shardings(setup.abstract_state, setup.state_sharding), data=data)
     state = setup.init_state() if restored is None else restored[0]
     frozen = () if setup.frozen_sharding is None else (setup.init_frozen(),)  # LoRA: the base, never saved
     start = int(jax.device_get(state.step))
     num_steps = int(config.train.num_steps)
-    metrics_writer = MetricsWriter(workdir)
+    metrics_writer = MetricsWriter(workdir, resume_step=start)
     base_key = jax.random.key(config.seed)
     losses: list[float] = []
     stopped_early = False
