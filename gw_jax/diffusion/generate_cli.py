@@ -77,6 +77,8 @@ def parse_mesh(text: str) -> dict:
 
 
 def run(args) -> int:
+    # inputs first: a bad JSON, image or record fails in one line before any model is loaded
+    requests = requests_from_json(args.json) if args.json else requests_from_packed(args.packed, args.limit)
     axes = parse_mesh(args.mesh)
     mesh = make_mesh(axes)
     context = mesh.shape.get("context", 1) > 1
@@ -84,7 +86,6 @@ def run(args) -> int:
                                            text_encoder=args.text_encoder, lora=parse_lora(args.lora) or None,
                                            lora_fuse=args.lora_fuse, dtype=args.dtype,
                                            attention_impl=args.attention or ("context_ring" if context else "xla"))
-    requests = requests_from_json(args.json) if args.json else requests_from_packed(args.packed, args.limit)
     results = generate(pipe, requests, num_frames=args.frames, height=args.height, width=args.width,
                        preset=args.preset, fps=args.fps, steps=args.steps, guidance=args.guidance, seed=args.seed,
                        negative_prompt=args.negative_prompt, mesh=mesh, progress=not args.no_progress)
