@@ -1,11 +1,12 @@
 """``gw-jax bench dit|vae|sample [--preset tiny|cpu|2b] [--json PATH]``: JAX vs PyTorch, one run, one table;
+``bench dit --sparse`` (NATTEN sparse vs dense attention);
 ``bench data`` (loader throughput) and ``bench sim`` (scripted-policy success rates)."""
 
 from __future__ import annotations
 
 import argparse
 
-from gw_jax.bench import dit_bench, sample_bench, vae_bench
+from gw_jax.bench import dit_bench, sample_bench, sparse_bench, vae_bench
 from gw_jax.data import bench as data_bench
 from gw_jax.data import sim
 from gw_jax.errors import UserInputError
@@ -16,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("what", choices=["dit", "vae", "sample", "data", "sim"])
     parser.add_argument("--preset", default="cpu", choices=["tiny", "cpu", "2b"])
     parser.add_argument("--no-torch-compile", action="store_true")
+    parser.add_argument("--sparse", action="store_true",
+                        help="dit: NATTEN sparse vs dense attention (presets tiny, cpu) instead of JAX vs PyTorch")
     parser.add_argument("--no-memory", action="store_true", help="vae: skip the ahead-of-time memory report")
     parser.add_argument("--steps", type=int, default=10, help="sample: sampler steps")
     parser.add_argument("--packed", default=None, help="data: the packed dataset to read (a folder or gs:// URI)")
@@ -29,7 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     json_out = check_output_file(args.json, flag="--json") if args.json else None
-    if args.what == "dit":
+    if args.what == "dit" and args.sparse:
+        if args.preset not in sparse_bench.SPARSE_PRESETS:
+            raise UserInputError(f"--preset {args.preset}: bench dit --sparse has presets "
+                                 f"{sorted(sparse_bench.SPARSE_PRESETS)}")
+        module, report = sparse_bench, sparse_bench.run_sparse_bench(args.preset)
+    elif args.what == "dit":
         module, report = dit_bench, dit_bench.run_dit_bench(args.preset, torch_compile=not args.no_torch_compile)
     elif args.what == "vae":
         module, report = vae_bench, vae_bench.run_vae_bench(args.preset, memory=not args.no_memory)

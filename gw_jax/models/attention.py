@@ -7,7 +7,8 @@ All kernels take q (B, Lq, H, D), k and v (B, Lk, H, D) and return (B, Lq, H, D)
 - ``cudnn``: ``jax.nn.dot_product_attention(..., implementation="cudnn")`` (flash attention, GPU);
 - ``splash``: Pallas splash attention (TPU);
 - ``context_ring`` / ``context_allgather``: context-parallel attention over the ``context`` mesh axis
-  (gw_jax.parallel.context_attention).
+  (gw_jax.parallel.context_attention);
+- ``blocksparse``: ``xla`` here; it selects the block-sparse kernel for NATTEN (sparse) DiT blocks.
 New kernels register with :func:`register_attention` without touching the model.
 """
 
@@ -52,13 +53,15 @@ def cudnn_attention(q, k, v):
 
 
 def splash_attention(q, k, v):
-    """Pallas splash attention (TPU only); blocks of 512 or the whole sequence when shorter."""
+    """Pallas splash attention (TPU only); blocks of 512, 384, 256 or 128 tokens, whichever divides the
+    sequence first (19,200 tokens of 61x480x640: 384), or the whole sequence when none does."""
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
 
     b, lq, h, d = q.shape
     lk = k.shape[1]
-    block_q, block_kv = min(512, lq), min(512, lk)
+    block = lambda n: next((size for size in (512, 384, 256, 128) if n % size == 0), n)  # noqa: E731
+    block_q, block_kv = block(lq), block(lk)
     mask = sm.MultiHeadMask([sm.FullMask((lq, lk)) for _ in range(h)])
     sizes = sk.BlockSizes(block_q=block_q, block_kv=block_kv, block_kv_compute=block_kv,
                           block_q_dkv=block_q, block_kv_dkv=block_kv, block_kv_dkv_compute=block_kv,
@@ -82,3 +85,6 @@ register_attention("cudnn", cudnn_attention)
 register_attention("splash", splash_attention)
 register_attention("context_ring", _context_ring)
 register_attention("context_allgather", _context_allgather)
+# for models with NATTEN blocks: dense blocks run ``xla``, sparse ones the block-sparse kernel
+# (gw_jax.models.neighborhood_attention)
+register_attention("blocksparse", xla_attention)

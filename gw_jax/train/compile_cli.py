@@ -49,7 +49,8 @@ def run(args) -> int:
     print(f"  per chip: arguments {m['arguments_gib']:.2f} GiB, temporaries {m['temporaries_gib']:.2f} GiB, "
           f"outputs {m['outputs_gib']:.2f} GiB (aliased {m['aliased_gib']:.2f}) "
           f"-> peak ~{report['peak_estimate_gib']:.2f} GiB of {report['hbm_gib']} GiB HBM")
-    print(f"  model FLOPs per step {report['model_flops_per_step']:.3e}")
+    print(f"  model FLOPs per step {report['model_flops_per_step']:.3e}"
+          f" (attention kept {report['attention_kept_fraction']:.3f} of dense)")
     if json_out is not None:
         write_json(json_out, report)
     if not report["fits"]:
