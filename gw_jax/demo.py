@@ -2,12 +2,16 @@
 
 1. simulate robot-arm episodes with MuJoCo (train + held-out);
 2. pack the training episodes into TFRecords with their text embeddings and verify every record;
-   read the clips back through the reference transform (linspace frame sampling, [-1, 1]) and
-   encode them (pixel codec: pooled + space-to-depth; the Wan VAE is the released model's codec);
-3. train a tiny GigaWorld-0 DiT with the reference objective (first latent frame as reference);
-4. roll out held-out episodes from their first frame with the reference sampler, trained and untrained;
-5. write side-by-side videos (ground truth | untrained | trained), a loss curve and report.json with
-   PSNR / SSIM of the generated frames against ground truth.
+   read the clips back through the reference transform (linspace frame sampling, [-1, 1]);
+3. train a small latent codec on the training frames (``gw_jax.models.patch_vae``: 32x32 frames ->
+   8x8x16 latents) and the FVD feature network (``gw_jax.models.video_features``);
+4. train a tiny GigaWorld-0 DiT on the codec's latents with the reference objective (first latent
+   frame as reference), log-sigma centred at ``p_mean`` (see docs/demo.md for why 1.0 here);
+5. roll out held-out episodes from their first frame with the reference sampler, trained and untrained;
+6. write side-by-side videos (ground truth | untrained | trained), a loss curve and report.json with
+   PSNR / SSIM / FVD of the generated frames against ground truth and against repeating the first frame.
+
+Why each setting is what it is, with the measurements: docs/demo.md.
 """
 
 from __future__ import annotations
@@ -22,34 +26,41 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-QUICK = dict(train_episodes=32, heldout_episodes=6, sim_frames=17, size=64, sim_fps=8.0, clip_frames=9,
-             steps=1500, batch_size=8, sample_steps=20)
-FULL = dict(QUICK, train_episodes=128, heldout_episodes=16, steps=6000, batch_size=16)
+from gw_jax.video_metrics import frechet_feature_distance
+
+QUICK = dict(train_episodes=32, heldout_episodes=16, sim_frames=17, size=64, sim_fps=8.0, clip_frames=9,
+             steps=1500, batch_size=8, model_channels=96, p_mean=1.0, p_std=1.0, sample_steps=20, sigma_max=80.0, sample_params="ema",
+             codec="patch_vae", codec_channels=16, codec_steps=800, latent_noise=0.3, chroma_weight=3.0, feature_steps=400)
+CODEC_POOL, CODEC_FOLD = 2, 4  # 64x64 frames -> 32x32 -> 8x8 latent grid
+FULL = dict(QUICK, train_episodes=128, heldout_episodes=32, steps=6000, batch_size=16, codec_steps=1600)
 
 
-def demo_config(settings: dict) -> ml_collections.ConfigDict:
-    """The DiT + training config for the demo's pixel-codec latents."""
-    from gw_jax.models.pixel_codec import PixelCodec
+def demo_config(settings: dict, codec_path: str = "") -> ml_collections.ConfigDict:
+    """The DiT + training config for the demo's latents (``codec_path``: the trained codec folder)."""
     from gw_jax.train.defaults import base_config
 
-    codec = PixelCodec(pool=2, fold=4)
-    latent_size = settings["size"] // codec.spatial_factor
+    pixel = settings["codec"] == "pixel"  # the fixed codec the demo used before (docs/demo.md)
+    channels = 3 * CODEC_FOLD ** 2 if pixel else settings["codec_channels"]
+    latent_size = settings["size"] // (CODEC_POOL * CODEC_FOLD)
     config = base_config()
     config.model = ml_collections.ConfigDict(dict(
         max_img_h=latent_size, max_img_w=latent_size, max_frames=settings["clip_frames"],
-        in_channels=codec.channels + 1, out_channels=codec.channels, patch_spatial=2, patch_temporal=1,
-        model_channels=96, num_blocks=3, num_heads=4, crossattn_emb_channels=32, adaln_lora_dim=24,
+        in_channels=channels + 1, out_channels=channels, patch_spatial=2, patch_temporal=1,
+        model_channels=settings["model_channels"], num_blocks=3, num_heads=4, crossattn_emb_channels=32,
+        adaln_lora_dim=24,
         scan_blocks=True, remat_policy="none", dtype="float32", param_dtype="float32", attention_impl="xla"))
     config.latents = "precomputed"
-    config.codec.update(dict(name="pixel", pool=codec.pool, fold=codec.fold))
+    config.codec.update(dict(name="pixel", pool=CODEC_POOL, fold=CODEC_FOLD) if pixel else
+                        dict(name="patch_vae", path=str(codec_path)))
     config.text_encoder.update(dict(name="hash", width=32, max_length=16))
     config.data.update(dict(height=settings["size"], width=settings["size"], num_frames=settings["clip_frames"],
                             fps=settings["sim_fps"] * (settings["clip_frames"] - 1) / (settings["sim_frames"] - 1)))
     config.mesh.axes.update(dict(data=-1))
+    config.loss.update(dict(p_mean=settings["p_mean"], p_std=settings["p_std"]))
     config.train.update(dict(global_batch_size=settings["batch_size"], num_steps=settings["steps"],
                              learning_rate=1e-3, warmup_steps=50, final_lr_fraction=0.05, weight_decay=0.0,
                              log_every=10, checkpoint_every=settings["steps"], async_checkpoint=False))
-    config.sample.update(dict(steps=settings["sample_steps"], guidance=1.0))
+    config.sample.update(dict(steps=settings["sample_steps"], guidance=1.0, sigma_max=settings["sigma_max"]))
     return config
 
 
@@ -130,17 +141,46 @@ def write_results(out: Path, truth, untrained, trained, prompts, losses, fps):
     plt.close(fig)
 
 
+def clip_states(directory: Path, episodes, clip_frames: int) -> np.ndarray:
+    """Simulator ground truth at the clip's frames: (B, T, 13) joints (7), gripper xyz, cube xyz."""
+    states = []
+    for i in episodes:
+        with np.load(Path(directory) / f"{int(i)}.npz") as gt:
+            index = np.linspace(0, len(gt["joints"]) - 1, clip_frames).astype(int)
+            states.append(np.concatenate([gt["joints"][index], gt["gripper_positions"][index],
+                                          gt["object_positions"][index, 0]], axis=-1))
+    return np.stack(states).astype(np.float32)
+
+
+def score(truth: np.ndarray, videos: dict, feature_net) -> dict:
+    """PSNR / SSIM over the generated frames (frame 0 is given) and FVD of whole clips, per video set.
+
+    truth and videos: (B, T, H, W, 3) uint8."""
+    from gw_jax.video_metrics import psnr, ssim
+
+    def unit(v):  # (B, T, H, W, 3) uint8 -> (B, 3, T, H, W) in [-1, 1], the feature network's input
+        return np.moveaxis(v.astype(np.float32) / 127.5 - 1.0, -1, 1)
+
+    real = feature_net.features(unit(truth))
+    scores = {}
+    for name, video in videos.items():
+        scores[f"psnr_{name}"] = float(np.mean([psnr(t[1:] / 255, v[1:] / 255) for t, v in zip(truth, video)]))
+        scores[f"ssim_{name}"] = float(np.mean([ssim(t[1:] / 255, v[1:] / 255) for t, v in zip(truth, video)]))
+        scores[f"fvd_{name}"] = frechet_feature_distance(real, feature_net.features(unit(video)))
+    return scores
+
+
 def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int | None = None,
              progress: bool = True) -> dict:
     from gw_jax.data.pack import pack
     from gw_jax.data.sim import simulate_dataset
     from gw_jax.data.verify_cli import verify
-    from gw_jax.models.pixel_codec import PixelCodec
     from gw_jax.models.text_hash import HashTextEncoder
+    from gw_jax.train.codec import train_codec
     from gw_jax.train.data import ArrayBatches
     from gw_jax.train.loop import build_setup, train
     from gw_jax.train.metrics import read_metrics
-    from gw_jax.video_metrics import psnr, ssim
+    from gw_jax.train.video_features import train_feature_net
 
     settings = dict(QUICK if quick else FULL)
     if steps is not None:
@@ -154,7 +194,7 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
     simulate_dataset(out / "episodes" / "heldout", settings["heldout_episodes"], seed=seed + 1, **sim_kwargs)
     timings["simulate_s"] = time.perf_counter() - t0
 
-    codec, text = PixelCodec(pool=2, fold=4), HashTextEncoder(width=32, max_length=16)
+    text = HashTextEncoder(width=32, max_length=16)
     t_pack = time.perf_counter()
     index = pack(out / "episodes" / "train", out / "packed", text_encoder=text, shards=2, workers=2,
                  progress=progress)
@@ -164,10 +204,26 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
     train_clips = load_packed_clips(out / "packed", settings["clip_frames"], settings["size"])
     timings["pack_verify_load_s"] = time.perf_counter() - t_pack
     test_clips = load_clips(out / "episodes" / "heldout", settings["heldout_episodes"], settings["clip_frames"], text)
+
+    t_codec = time.perf_counter()
+    codec, codec_losses = train_codec(train_clips["video"], channels=settings["codec_channels"], pool=CODEC_POOL,
+                                      fold=CODEC_FOLD, steps=settings["codec_steps"],
+                                      latent_noise=settings["latent_noise"], chroma_weight=settings["chroma_weight"],
+                                      seed=seed, progress=progress)
+    codec.save(out / "codec")
     train_latents = np.asarray(codec.encode(jnp.asarray(train_clips["video"])))
     test_latents = np.asarray(codec.encode(jnp.asarray(test_clips["video"])))
+    timings["codec_s"] = time.perf_counter() - t_codec
+    t_features = time.perf_counter()
+    pooled = lambda video: np.asarray(codec.pooled(jnp.asarray(video)))  # noqa: E731
+    feature_net = train_feature_net(
+        pooled(train_clips["video"]), clip_states(out / "episodes" / "train", train_clips["episodes"],
+                                                  settings["clip_frames"]),
+        steps=settings["feature_steps"], seed=seed, progress=progress)
+    test_states = clip_states(out / "episodes" / "heldout", range(settings["heldout_episodes"]), settings["clip_frames"])
+    timings["fvd_features_s"] = time.perf_counter() - t_features
 
-    config = demo_config(settings)
+    config = demo_config(settings, codec_path=str((out / "codec").absolute()))
     config.seed = seed
     t1 = time.perf_counter()
     batches = ArrayBatches(dict(latents=train_latents, text_emb=train_clips["text_emb"], fps=train_clips["fps"]),
@@ -177,25 +233,22 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
 
     t2 = time.perf_counter()
     initial = build_setup(config).init_state().params  # same seed: the weights training started from
+    trained = result.state.ema_params if settings["sample_params"] == "ema" else result.state.params
     key = jax.random.key(seed + 7)
     rollouts = {}
-    for name, params in (("untrained", initial), ("trained", result.state.params)):
+    for name, params in (("untrained", initial), ("trained", trained)):
         model = result.model_def.merge(params)
         latents = rollout_from_first_frame(model, test_latents, test_clips["text_emb"], test_clips["fps"], key,
                                            config.sample)
         rollouts[name] = _to_uint8(np.asarray(codec.decode(jnp.asarray(latents))))
-    truth = _to_uint8(np.asarray(codec.pooled(jnp.asarray(test_clips["video"]))))
+    truth = _to_uint8(pooled(test_clips["video"]))
     timings["rollout_s"] = time.perf_counter() - t2
 
-    generated = slice(1, None)  # frame 0 is the given reference frame
-    scores = {}
-    for name, video in rollouts.items():
-        scores[f"psnr_{name}"] = float(np.mean([psnr(t[generated] / 255, v[generated] / 255) for t, v in zip(truth, video)]))
-        scores[f"ssim_{name}"] = float(np.mean([ssim(t[generated] / 255, v[generated] / 255) for t, v in zip(truth, video)]))
     # a baseline any world model should beat: repeat the reference frame
-    copy_first = np.repeat(truth[:, :1], truth.shape[1], axis=1)
-    scores["psnr_copy_first_frame"] = float(np.mean([psnr(t[generated] / 255, c[generated] / 255)
-                                                     for t, c in zip(truth, copy_first)]))
+    rollouts["copy_first_frame"] = np.repeat(truth[:, :1], truth.shape[1], axis=1)
+    scores = score(truth, rollouts, feature_net)
+    codec_video = _to_uint8(np.asarray(codec.decode(jnp.asarray(test_latents))))
+    codec_psnr = score(truth, {"codec": codec_video}, feature_net)["psnr_codec"]
     losses = read_metrics(out / "train")
     write_results(out, truth, rollouts["untrained"], rollouts["trained"], test_clips["prompts"], losses,
                   float(test_clips["fps"][0]))
@@ -204,8 +257,17 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
         psnr_gain_db=scores["psnr_trained"] - scores["psnr_untrained"],
         heldout_episodes=settings["heldout_episodes"], train_episodes=settings["train_episodes"],
         train_steps=settings["steps"], clip_frames=settings["clip_frames"],
-        frame_size=[settings["size"] // codec.pool] * 2, codec="pixel (2x2 average pool + 4x4 space-to-depth)",
-        text_encoder=text.name, sampler=f"reference (Karras, order 1), {settings['sample_steps']} steps",
+        frame_size=[settings["size"] // CODEC_POOL] * 2,
+        codec=dict(kind="PatchVAE (learned: 4x4-patch autoencoder, PCA start, noise-robust decoder)",
+                   latent_shape=[settings["codec_channels"], settings["size"] // (CODEC_POOL * CODEC_FOLD)],
+                   heldout_psnr=codec_psnr, final_loss=float(np.mean(codec_losses[-20:])) if codec_losses else None),
+        fvd_features=dict(network="StateNet trained on the simulator's per-frame state",
+                          heldout_state_r2=feature_net.r2(pooled(test_clips["video"]), test_states),
+                          clips=settings["heldout_episodes"]),
+        text_encoder=text.name,
+        sampler=(f"reference (Karras, order 1), {settings['sample_steps']} steps, sigma_max {settings['sigma_max']}, "
+                 f"{settings['sample_params']} weights"),
+        training_sigma=f"log sigma ~ N({settings['p_mean']}, {settings['p_std']})",
         packed=dict(records=index["num_records"], shards=len(index["shards"]), verified=True),
         first_loss=losses[0]["loss"] if losses else None, final_loss=losses[-1]["loss"] if losses else None,
         prompts=test_clips["prompts"], timings_s={k: round(v, 1) for k, v in timings.items()},
@@ -228,6 +290,9 @@ def run(args) -> int:
     print(f"\nheld-out rollouts from the first frame ({report['heldout_episodes']} episodes):")
     print(f"  PSNR  trained {report['psnr_trained']:.2f} dB  untrained {report['psnr_untrained']:.2f} dB  "
           f"(copy first frame {report['psnr_copy_first_frame']:.2f} dB)")
-    print(f"  SSIM  trained {report['ssim_trained']:.3f}     untrained {report['ssim_untrained']:.3f}")
+    print(f"  SSIM  trained {report['ssim_trained']:.3f}     untrained {report['ssim_untrained']:.3f}  "
+          f"(copy first frame {report['ssim_copy_first_frame']:.3f})")
+    print(f"  FVD   trained {report['fvd_trained']:.1f}     untrained {report['fvd_untrained']:.1f}  "
+          f"(copy first frame {report['fvd_copy_first_frame']:.1f})")
     print(f"wrote {args.out}/report.json, videos/, rollouts.png, loss.png in {report['total_s']:.0f}s")
     return 0

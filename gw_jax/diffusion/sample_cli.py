@@ -31,6 +31,12 @@ def load_codec(config):
         from gw_jax.models.pixel_codec import PixelCodec
 
         return PixelCodec(pool=config.codec.pool, fold=config.codec.fold)
+    if config.codec.name == "patch_vae":  # the demo's learned codec: a folder written by PatchVAE.save
+        from gw_jax.models.patch_vae import PatchVAE
+
+        if not config.codec.get("path"):
+            raise UserInputError("--config.codec.path: the patch_vae codec needs its folder (gw-jax demo writes OUT/codec)")
+        return PatchVAE.load(config.codec.path)
     if config.codec.name == "wan_vae":
         from gw_jax.models.vae import WanLatentCodec, vae_from_config
 

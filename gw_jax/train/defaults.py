@@ -19,9 +19,9 @@ def base_config() -> ml_collections.ConfigDict:
         height=64, width=64, fps=16.0,
         worker_count=0,  # Grain worker processes (0: decode in the main process)
     ))
-    # Latent codec and text encoder used by `gw-jax sample` (and the demo): "wan_vae" | "pixel";
-    # "minilm" | "t5:<path>" | "hash".
-    c.codec = ml_collections.ConfigDict(dict(name="wan_vae", pool=2, fold=4))
+    # Latent codec and text encoder used by `gw-jax sample` (and the demo): "wan_vae" | "pixel" |
+    # "patch_vae" (a trained PatchVAE folder at `path`, as `gw-jax demo` writes); "minilm" | "t5:<path>" | "hash".
+    c.codec = ml_collections.ConfigDict(dict(name="wan_vae", pool=2, fold=4, path=""))
     c.text_encoder = ml_collections.ConfigDict(dict(name="minilm", width=32, max_length=16))
     # Where latents come from: "vae" encodes clips inside the step, "precomputed" reads batch["latents"].
     c.latents = "vae"

@@ -1,11 +1,16 @@
-"""Training metrics to TensorBoard, a JSON-lines file (for plots) and the console; process 0 only."""
+"""Training metrics to TensorBoard, a JSON-lines file (for plots) and the console; process 0 only.
+
+Console lines go through ``tqdm.write`` so they print above a running progress bar instead of through it.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import jax
+from tqdm.auto import tqdm
 
 
 class MetricsWriter:
@@ -30,7 +35,8 @@ class MetricsWriter:
             f.write(json.dumps({"step": step, **values}) + "\n")
         if self.console:
             text = "  ".join(f"{k}={v:.4g}" for k, v in values.items())
-            print(f"step {step:>6}  {text}", flush=True)
+            tqdm.write(f"step {step:>6}  {text}")
+            sys.stdout.flush()  # logs redirected to files show progress as it happens
 
     def close(self) -> None:
         if self._tb is not None:
