@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -28,11 +29,14 @@ import numpy as np
 
 from gw_jax.video_metrics import frechet_feature_distance
 
-QUICK = dict(train_episodes=32, heldout_episodes=16, sim_frames=17, size=64, sim_fps=8.0, clip_frames=9,
-             steps=1500, batch_size=8, model_channels=96, p_mean=1.0, p_std=1.0, sample_steps=20, sigma_max=80.0, sample_params="ema",
-             codec="patch_vae", codec_channels=16, codec_steps=800, latent_noise=0.3, chroma_weight=3.0, feature_steps=400)
+QUICK = dict(
+    train_episodes=32, heldout_episodes=16, sim_frames=17, size=64, sim_fps=8.0, clip_frames=9,
+    codec="patch_vae", codec_channels=16, codec_steps=1000, latent_noise=0.3, error_focus=0.01,  # the latent codec
+    steps=1500, batch_size=8, model_channels=96, p_mean=1.0, p_std=1.0,  # the DiT and its training sigmas
+    sample_steps=20, sigma_max=80.0, sample_params="ema",  # the reference sampler
+    feature_steps=400)  # the FVD feature network
 CODEC_POOL, CODEC_FOLD = 2, 4  # 64x64 frames -> 32x32 -> 8x8 latent grid
-FULL = dict(QUICK, train_episodes=128, heldout_episodes=32, steps=6000, batch_size=16, codec_steps=1600)
+FULL = dict(QUICK, train_episodes=128, heldout_episodes=32, steps=6000, batch_size=16, codec_steps=2000)
 
 
 def demo_config(settings: dict, codec_path: str = "") -> ml_collections.ConfigDict:
@@ -141,6 +145,22 @@ def write_results(out: Path, truth, untrained, trained, prompts, losses, fps):
     plt.close(fig)
 
 
+def episode_frames(directory: Path, episodes) -> np.ndarray:
+    """Every frame of the given episodes, (B, 3, F, H, W) in [-1, 1]: the codec trains on all of them."""
+    from gw_jax.data.sim import load_episode
+
+    return np.stack([np.moveaxis(load_episode(directory, int(i))["frames"], -1, 0) for i in episodes]
+                    ).astype(np.float32) / 127.5 - 1.0
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (simulation workers): load-independent cost."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def clip_states(directory: Path, episodes, clip_frames: int) -> np.ndarray:
     """Simulator ground truth at the clip's frames: (B, T, 13) joints (7), gripper xyz, cube xyz."""
     states = []
@@ -187,7 +207,7 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
         settings["steps"] = steps
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    timings, t0 = {}, time.perf_counter()
+    timings, t0, cpu0 = {}, time.perf_counter(), _cpu_seconds()
     sim_kwargs = dict(frames=settings["sim_frames"], height=settings["size"], width=settings["size"],
                       fps=settings["sim_fps"], progress=progress, workers=2)
     simulate_dataset(out / "episodes" / "train", settings["train_episodes"], seed=seed, **sim_kwargs)
@@ -206,10 +226,10 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
     test_clips = load_clips(out / "episodes" / "heldout", settings["heldout_episodes"], settings["clip_frames"], text)
 
     t_codec = time.perf_counter()
-    codec, codec_losses = train_codec(train_clips["video"], channels=settings["codec_channels"], pool=CODEC_POOL,
-                                      fold=CODEC_FOLD, steps=settings["codec_steps"],
-                                      latent_noise=settings["latent_noise"], chroma_weight=settings["chroma_weight"],
-                                      seed=seed, progress=progress)
+    codec, codec_losses = train_codec(
+        episode_frames(out / "episodes" / "train", train_clips["episodes"]), channels=settings["codec_channels"],
+        pool=CODEC_POOL, fold=CODEC_FOLD, steps=settings["codec_steps"], latent_noise=settings["latent_noise"],
+        error_focus=settings["error_focus"], seed=seed, progress=progress)
     codec.save(out / "codec")
     train_latents = np.asarray(codec.encode(jnp.asarray(train_clips["video"])))
     test_latents = np.asarray(codec.encode(jnp.asarray(test_clips["video"])))
@@ -271,7 +291,9 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
         packed=dict(records=index["num_records"], shards=len(index["shards"]), verified=True),
         first_loss=losses[0]["loss"] if losses else None, final_loss=losses[-1]["loss"] if losses else None,
         prompts=test_clips["prompts"], timings_s={k: round(v, 1) for k, v in timings.items()},
-        total_s=round(time.perf_counter() - t0, 1), devices=[str(d) for d in jax.devices()],
+        total_s=round(time.perf_counter() - t0, 1), cpu_s=round(_cpu_seconds() - cpu0, 1),
+        load_average=[round(x, 2) for x in os.getloadavg()],  # other work on the machine inflates total_s
+        devices=[str(d) for d in jax.devices()],
     )
     (out / "report.json").write_text(json.dumps(report, indent=1))
     return report
@@ -294,5 +316,6 @@ def run(args) -> int:
           f"(copy first frame {report['ssim_copy_first_frame']:.3f})")
     print(f"  FVD   trained {report['fvd_trained']:.1f}     untrained {report['fvd_untrained']:.1f}  "
           f"(copy first frame {report['fvd_copy_first_frame']:.1f})")
-    print(f"wrote {args.out}/report.json, videos/, rollouts.png, loss.png in {report['total_s']:.0f}s")
+    print(f"wrote {args.out}/report.json, videos/, rollouts.png, loss.png in {report['total_s']:.0f}s "
+          f"({report['cpu_s']:.0f} CPU-s)")
     return 0

@@ -30,7 +30,7 @@ def test_tiny_world_model_samples_its_training_episodes_back(tmp_path):
                      width=settings["size"], fps=settings["sim_fps"], progress=False)
     clips = load_clips(tmp_path / "episodes", EPISODES, settings["clip_frames"], HashTextEncoder(width=32, max_length=16))
     codec, _ = train_codec(clips["video"], channels=settings["codec_channels"], pool=CODEC_POOL, fold=CODEC_FOLD,
-                           steps=300, latent_noise=settings["latent_noise"], chroma_weight=settings["chroma_weight"],
+                           steps=300, latent_noise=settings["latent_noise"], error_focus=settings["error_focus"],
                            progress=False)
     latents = np.asarray(codec.encode(jnp.asarray(clips["video"])))
     config = demo_config(settings)

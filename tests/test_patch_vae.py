@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from gw_jax.models.patch_vae import PatchVAE
-from gw_jax.train.codec import opponent_colour_matrix, principal_directions, train_codec
+from gw_jax.train.codec import principal_directions, train_codec
 
 
 def _video(seed=0, b=3, t=3, size=16):
@@ -41,12 +41,6 @@ def test_training_lowers_the_noisy_reconstruction_error_and_files_round_trip(tmp
     z = codec.encode(jnp.asarray(video))
     np.testing.assert_allclose(again.encode(jnp.asarray(video)), z, atol=1e-6)
     np.testing.assert_allclose(again.decode(z), codec.decode(z), atol=1e-6)
-
-
-def test_opponent_colours_are_orthonormal_at_weight_one():
-    m = opponent_colour_matrix(1.0)
-    np.testing.assert_allclose(m @ m.T, np.eye(3), atol=1e-6)
-    np.testing.assert_allclose(opponent_colour_matrix(3.0), m * np.array([[1.0], [3.0], [3.0]]), atol=1e-6)
 
 
 def test_load_names_a_missing_folder(tmp_path):
