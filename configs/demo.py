@@ -10,7 +10,7 @@ docs/demo.md (why each setting: a learned codec, log-sigma centred at 1, EMA wei
 
 import ml_collections
 
-from gw_jax.demo import QUICK, demo_config
+from gw_jax.train.defaults import QUICK, demo_config
 
 
 def get_config() -> ml_collections.ConfigDict:

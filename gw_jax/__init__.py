@@ -1,9 +1,12 @@
 """gw_jax: GigaWorld-0 video world model in JAX/Flax NNX.
 
-Folders, one per concern: ``models`` (DiT, VAE, text encoders, IDM, physics surrogate),
-``diffusion`` (objective, samplers, rollouts), ``data`` (sim, pack, records, loader),
-``parallel`` (mesh, logical axis rules, context-parallel attention), ``train``, ``geometry``,
-``convert`` (PyTorch/safetensors <-> JAX), ``bench`` and ``cli``.
+Folders, one per concern, in layers (an import only points down; tests/test_layers.py keeps it so):
+``errors``/``config`` -> ``parallel`` (mesh, logical axis rules, context-parallel attention, multi-host
+start-up) -> ``models`` (DiT, Wan VAE, text encoders, pixel codec, attention kernels) + ``convert``
+(safetensors <-> JAX in the reference layouts) -> ``diffusion`` (objective, samplers, rollouts) and ``data``
+(sim, pack, records, Grain loader) -> ``train`` (state, step, loop, checkpoints, AOT compile report) and the
+``idm`` / ``physics`` checks. Apps sit on top and nothing imports them: ``cli`` (the ``gw-jax`` command, which
+loads the ``*_cli`` command modules), ``demo`` and ``bench``.
 """
 
 __version__ = "0.1.0"

@@ -24,70 +24,26 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from gw_jax.video_metrics import frechet_feature_distance
-
-QUICK = dict(
-    train_episodes=32, heldout_episodes=16, sim_frames=17, size=64, sim_fps=8.0, clip_frames=9,
-    codec="patch_vae", codec_channels=16, codec_steps=1000, latent_noise=0.3, error_focus=0.01,  # the latent codec
-    steps=1500, batch_size=8, model_channels=96, p_mean=1.0, p_std=1.0,  # the DiT and its training sigmas
-    sample_steps=20, sigma_max=80.0, sample_params="ema",  # the reference sampler
-    feature_steps=400)  # the FVD feature network
-CODEC_POOL, CODEC_FOLD = 2, 4  # 64x64 frames -> 32x32 -> 8x8 latent grid
-FULL = dict(QUICK, train_episodes=128, heldout_episodes=32, steps=6000, batch_size=16, codec_steps=2000)
-
-
-def demo_config(settings: dict, codec_path: str = "") -> ml_collections.ConfigDict:
-    """The DiT + training config for the demo's latents (``codec_path``: the trained codec folder)."""
-    from gw_jax.train.defaults import base_config
-
-    pixel = settings["codec"] == "pixel"  # the fixed codec the demo used before (docs/demo.md)
-    channels = 3 * CODEC_FOLD ** 2 if pixel else settings["codec_channels"]
-    latent_size = settings["size"] // (CODEC_POOL * CODEC_FOLD)
-    config = base_config()
-    config.model = ml_collections.ConfigDict(dict(
-        max_img_h=latent_size, max_img_w=latent_size, max_frames=settings["clip_frames"],
-        in_channels=channels + 1, out_channels=channels, patch_spatial=2, patch_temporal=1,
-        model_channels=settings["model_channels"], num_blocks=3, num_heads=4, crossattn_emb_channels=32,
-        adaln_lora_dim=24,
-        scan_blocks=True, remat_policy="none", dtype="float32", param_dtype="float32", attention_impl="xla"))
-    config.latents = "precomputed"
-    config.codec.update(dict(name="pixel", pool=CODEC_POOL, fold=CODEC_FOLD) if pixel else
-                        dict(name="patch_vae", path=str(codec_path)))
-    config.text_encoder.update(dict(name="hash", width=32, max_length=16))
-    config.data.update(dict(height=settings["size"], width=settings["size"], num_frames=settings["clip_frames"],
-                            fps=settings["sim_fps"] * (settings["clip_frames"] - 1) / (settings["sim_frames"] - 1)))
-    config.mesh.axes.update(dict(data=-1))
-    config.loss.update(dict(p_mean=settings["p_mean"], p_std=settings["p_std"]))
-    config.train.update(dict(global_batch_size=settings["batch_size"], num_steps=settings["steps"],
-                             learning_rate=1e-3, warmup_steps=50, final_lr_fraction=0.05, weight_decay=0.0,
-                             log_every=10, checkpoint_every=settings["steps"], async_checkpoint=False))
-    config.sample.update(dict(steps=settings["sample_steps"], guidance=1.0, sigma_max=settings["sigma_max"]))
-    return config
-
-
-def load_clips(directory: Path, count: int, clip_frames: int, text_encoder) -> dict:
-    """Episodes -> clips (B, 3, T, H, W) in [-1, 1] by the reference's linspace frame sampling."""
-    from gw_jax.data.sim import load_episode
-
-    videos, prompts, fps = [], [], []
-    for i in range(count):
-        episode = load_episode(directory, i)
-        frames = episode["frames"]
-        index = np.linspace(0, len(frames) - 1, clip_frames).astype(int)
-        videos.append(np.moveaxis(frames[index].astype(np.float32) / 127.5 - 1.0, -1, 0))
-        prompts.append(episode["prompt"])
-        fps.append(float(episode["fps"]) * (clip_frames - 1) / max(len(frames) - 1, 1))
-    emb, _ = text_encoder.encode(prompts)
-    return dict(video=np.stack(videos), text_emb=emb, fps=np.asarray(fps, np.float32), prompts=prompts)
+from gw_jax.data.episodes import load_clips
+from gw_jax.data.loader import ClipTransform, PackedRecords
+from gw_jax.data.pack import pack, verify
+from gw_jax.data.sim import load_episode, simulate_dataset
+from gw_jax.data.video import write_video
+from gw_jax.diffusion import sample_reference
+from gw_jax.models.text_hash import HashTextEncoder
+from gw_jax.train.codec import train_codec
+from gw_jax.train.data import ArrayBatches
+from gw_jax.train.defaults import CODEC_FOLD, CODEC_POOL, FULL, QUICK, demo_config
+from gw_jax.train.loop import build_setup, train
+from gw_jax.train.metrics import read_metrics
+from gw_jax.train.video_features import train_feature_net
+from gw_jax.video_metrics import frechet_feature_distance, psnr, ssim
 
 
 def load_packed_clips(packed_dir: Path, clip_frames: int, size: int) -> dict:
     """Every record of a packed dataset through the loader's transform, once, in record order."""
-    from gw_jax.data.loader import ClipTransform, PackedRecords
-
     records = PackedRecords(packed_dir)
     transform = ClipTransform(clip_frames, size, size, records.index["text_encoder"])
     rng = np.random.default_rng(0)  # crops are no-ops here: the episodes already have the training size
@@ -98,8 +54,6 @@ def load_packed_clips(packed_dir: Path, clip_frames: int, size: int) -> dict:
 
 def rollout_from_first_frame(model, latents, text_emb, fps, key, sample_cfg):
     """Generates every latent frame after the first (the reference) with the reference sampler."""
-    from gw_jax.diffusion import sample_reference
-
     mask = jnp.zeros((1, 1, latents.shape[2], 1, 1)).at[:, :, 0].set(1.0)
     noise = jax.random.normal(key, latents.shape) * sample_cfg.sigma_max
 
@@ -119,7 +73,8 @@ def _to_uint8(video_bcthw: np.ndarray) -> np.ndarray:
 
 
 def write_results(out: Path, truth, untrained, trained, prompts, losses, fps):
-    from gw_jax.data.video import write_video
+    # Imported here, not at the top, so that importing the demo (e.g. in a notebook) leaves the plotting
+    # backend alone; the demo writes files only.
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,8 +102,6 @@ def write_results(out: Path, truth, untrained, trained, prompts, losses, fps):
 
 def episode_frames(directory: Path, episodes) -> np.ndarray:
     """Every frame of the given episodes, (B, 3, F, H, W) in [-1, 1]: the codec trains on all of them."""
-    from gw_jax.data.sim import load_episode
-
     return np.stack([np.moveaxis(load_episode(directory, int(i))["frames"], -1, 0) for i in episodes]
                     ).astype(np.float32) / 127.5 - 1.0
 
@@ -176,32 +129,22 @@ def score(truth: np.ndarray, videos: dict, feature_net) -> dict:
     """PSNR / SSIM over the generated frames (frame 0 is given) and FVD of whole clips, per video set.
 
     truth and videos: (B, T, H, W, 3) uint8."""
-    from gw_jax.video_metrics import psnr, ssim
-
     def unit(v):  # (B, T, H, W, 3) uint8 -> (B, 3, T, H, W) in [-1, 1], the feature network's input
         return np.moveaxis(v.astype(np.float32) / 127.5 - 1.0, -1, 1)
 
     real = feature_net.features(unit(truth))
     scores = {}
+    generated = slice(1, None)  # frame 0 is the given reference frame
     for name, video in videos.items():
-        scores[f"psnr_{name}"] = float(np.mean([psnr(t[1:] / 255, v[1:] / 255) for t, v in zip(truth, video)]))
-        scores[f"ssim_{name}"] = float(np.mean([ssim(t[1:] / 255, v[1:] / 255) for t, v in zip(truth, video)]))
+        pairs = list(zip(truth, video, strict=True))
+        scores[f"psnr_{name}"] = float(np.mean([psnr(t[generated] / 255, v[generated] / 255) for t, v in pairs]))
+        scores[f"ssim_{name}"] = float(np.mean([ssim(t[generated] / 255, v[generated] / 255) for t, v in pairs]))
         scores[f"fvd_{name}"] = frechet_feature_distance(real, feature_net.features(unit(video)))
     return scores
 
 
 def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int | None = None,
              progress: bool = True) -> dict:
-    from gw_jax.data.pack import pack
-    from gw_jax.data.sim import simulate_dataset
-    from gw_jax.data.verify_cli import verify
-    from gw_jax.models.text_hash import HashTextEncoder
-    from gw_jax.train.codec import train_codec
-    from gw_jax.train.data import ArrayBatches
-    from gw_jax.train.loop import build_setup, train
-    from gw_jax.train.metrics import read_metrics
-    from gw_jax.train.video_features import train_feature_net
-
     settings = dict(QUICK if quick else FULL)
     if steps is not None:
         settings["steps"] = steps

@@ -57,7 +57,8 @@ class Study:
     """One demo run's data, and the variants trained on it."""
 
     def __init__(self, demo_dir: Path, quick: bool = True, progress: bool = True):
-        from gw_jax.demo import FULL, QUICK, load_clips
+        from gw_jax.data.episodes import load_clips
+        from gw_jax.train.defaults import FULL, QUICK
         from gw_jax.models.text_hash import HashTextEncoder
 
         self.demo_dir, self.progress = Path(demo_dir), progress
@@ -73,7 +74,7 @@ class Study:
         self.test = load_clips(self.demo_dir / "episodes" / "heldout", self.settings["heldout_episodes"], frames, text)
 
     def codec(self, settings):
-        from gw_jax.demo import CODEC_FOLD, CODEC_POOL
+        from gw_jax.train.defaults import CODEC_FOLD, CODEC_POOL
         from gw_jax.models.patch_vae import PatchVAE
         from gw_jax.models.pixel_codec import PixelCodec
 
@@ -83,7 +84,7 @@ class Study:
 
     def trained(self, name: str):
         """(settings, config, codec, train state) of a variant, training it unless its checkpoint exists."""
-        from gw_jax.demo import demo_config
+        from gw_jax.train.defaults import demo_config
         from gw_jax.train.checkpoint import Checkpointer, abstract_with_shardings
         from gw_jax.train.data import ArrayBatches
         from gw_jax.train.loop import build_setup, train

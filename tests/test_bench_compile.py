@@ -20,7 +20,7 @@ def test_dit_bench_table_jax_vs_pytorch_eager():
 @pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="needs libtpu (pip install -e '.[tpu]')")
 def test_compile_for_a_small_tpu_topology():
     from gw_jax.config import load_config
-    from gw_jax.parallel.compile_cli import compile_report
+    from gw_jax.train.compile import compile_report
 
     config = load_config("configs/tiny.py", ["--config.train.global_batch_size=4"])
     report = compile_report(config, "v5e:2x2", dict(fsdp=2, context=2))

@@ -70,13 +70,15 @@ def test_sim_pack_verify_train_from_packed_records(tmp_path):
 def test_cli_errors_are_one_line_and_exit_2(tmp_path):
     bad = gw_jax("train", "--config", tmp_path / "nope.py", "--workdir", tmp_path, check=False)
     assert bad.returncode == 2 and "config file not found" in bad.stderr
-    override = gw_jax("train", "--config", "configs/tiny.py", "--workdir", tmp_path, "--config.model.nope=1", check=False)
+    override = gw_jax("train", "--config", "configs/tiny.py", "--workdir", tmp_path, "--config.model.nope=1",
+                      check=False)
     assert override.returncode == 2 and "model.nope" in override.stderr
     sample = gw_jax("sample", "--workdir", tmp_path / "empty", "--image", "x.png", "--prompt", "p", "--out", "o.mp4",
                     check=False)
     assert sample.returncode == 2 and "no checkpoints" in sample.stderr
     assert gw_jax("nonsense", check=False).returncode == 2
-    for command in ("demo", "sim", "pack", "verify", "train", "sample", "bench", "compile", "idm", "sysid"):
+    for command in ("demo", "sim", "pack", "verify", "train", "sample", "generate", "export", "bench", "compile", "idm",
+                    "sysid"):
         assert gw_jax(command, "--help").stdout.startswith(f"usage: gw-jax {command}")
     batch = gw_jax("train", "--config", "configs/demo.py", "--workdir", tmp_path / "w", "--config.data.raw_dir=/nope",
                    "--config.train.global_batch_size=3", check=False)

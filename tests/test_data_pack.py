@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
@@ -10,9 +11,8 @@ import pytest
 
 from gw_jax.cli import main
 from gw_jax.data.loader import make_loader
-from gw_jax.data.pack import pack, read_index
+from gw_jax.data.pack import pack, read_index, verify
 from gw_jax.data.records import CorruptRecordError, decode_example, iter_records
-from gw_jax.data.verify_cli import verify
 from gw_jax.data.video import write_video
 from gw_jax.errors import UserInputError
 from gw_jax.models.text_hash import HashTextEncoder
@@ -30,7 +30,8 @@ def make_episodes(folder, count=8, frames=9, size=24, seed=0):
             video[t, 4:10, 2 + t:8 + t] = 220
         write_video(folder / f"{i}.mp4", video, fps=8)
         (folder / f"{i}.txt").write_text(PROMPTS[i % 3] + "\n")
-        np.savez(folder / f"{i}.npz", joints=(rng.normal(size=(frames, 7)) + np.arange(frames)[:, None]).astype(np.float32),
+        joints = (rng.normal(size=(frames, 7)) + np.arange(frames)[:, None]).astype(np.float32)
+        np.savez(folder / f"{i}.npz", joints=joints,
                  actions=rng.normal(size=(frames, 7)).astype(np.float32))
     return folder
 
@@ -76,8 +77,8 @@ def test_loader_batches_follow_the_reference_transform(packed):
     expected = np.load(raw / f"{episode}.npz")["joints"][np.linspace(0, 8, 5).astype(int)]
     np.testing.assert_array_equal(batch["joints"][0], expected)
     np.testing.assert_array_equal(batch["ref_mask"], [[1, 0, 0, 0, 0]] * 2)  # released config: the first frame
-    masks = {tuple(b["ref_mask"][i]) for b, _ in zip(loader(out, num_frames=9, max_ref_frames=9, ref_start=0), range(6))
-             for i in range(2)}
+    batches = itertools.islice(loader(out, num_frames=9, max_ref_frames=9, ref_start=0), 6)
+    masks = {tuple(b["ref_mask"][i]) for b in batches for i in range(2)}
     prefixes = {tuple(float(t < n) for t in range(9)) for n in (0, 1, 5, 9)}  # n latents -> 1 + 4(n-1) frames
     assert masks <= prefixes and len(masks) >= 3
 

@@ -18,7 +18,9 @@ EPISODES, STEPS = 4, 400
 @pytest.mark.slow
 def test_tiny_world_model_samples_its_training_episodes_back(tmp_path):
     from gw_jax.data.sim import simulate_dataset
-    from gw_jax.demo import CODEC_FOLD, CODEC_POOL, QUICK, _to_uint8, demo_config, load_clips, rollout_from_first_frame
+    from gw_jax.data.episodes import load_clips
+    from gw_jax.demo import _to_uint8, rollout_from_first_frame
+    from gw_jax.train.defaults import CODEC_FOLD, CODEC_POOL, QUICK, demo_config
     from gw_jax.models.text_hash import HashTextEncoder
     from gw_jax.train.codec import train_codec
     from gw_jax.train.data import ArrayBatches

@@ -30,6 +30,7 @@ def test_metrics_match_scikit_image():
     expected_psnr = np.mean([metrics.peak_signal_noise_ratio(a[i], b[i], data_range=1.0) for i in range(3)])
     np.testing.assert_allclose(psnr(a, b), expected_psnr, rtol=1e-6)
     assert ssim(a, a) == pytest.approx(1.0)
+    assert psnr(a, a) == 100.0  # identical frames: capped, not infinite
 
 
 def test_hash_text_encoder_zero_past_prompt_and_deterministic():

@@ -1,5 +1,6 @@
 """Objective, masks and samplers: parity with the reference fixture, convergence order, invariants."""
 
+import functools
 import shutil
 from pathlib import Path
 
@@ -39,7 +40,8 @@ def test_loss_matches_reference_with_recorded_prediction(fixture):
         assert float(fps) == f["meta"][0] and not np.any(padding_mask)
         return jnp.asarray(f["pred"])
 
-    loss = reference_loss(recorded_model, f["latents"], f["noise"], f["sigma"], f["ref_masks"], f["context"], f["meta"][0])
+    loss = reference_loss(recorded_model, f["latents"], f["noise"], f["sigma"], f["ref_masks"], f["context"],
+                          f["meta"][0])
     np.testing.assert_allclose(loss, f["per_sample_loss"], rtol=1e-5)
 
 
@@ -112,11 +114,11 @@ def test_samplers_converge_at_their_order(sampler, order):
     for steps in (16, 32, 64):
         kw = dict(context=jnp.zeros((1, 3, 8)), steps=steps, sigma_max=sigma_max, guidance=1.0)
         if sampler in (sample_reference, sample_res2):
-            final, _ = jax.jit(lambda x: sampler(optimal_velocity_model, x, **kw))(noise * sigma_max)
+            final, _ = jax.jit(functools.partial(sampler, optimal_velocity_model, **kw))(noise * sigma_max)
             t_min = sigma_min / (1 + sigma_min)
             expected = exact_flow(noise * sigma_max / (1 + sigma_max), t_max, t_min) * (1 + sigma_min)
         else:
-            final, _ = jax.jit(lambda x: sampler(optimal_velocity_model, x, **kw))(noise)
+            final, _ = jax.jit(functools.partial(sampler, optimal_velocity_model, **kw))(noise)
             expected = exact_flow(noise * t_max, t_max, 0.0)
         errors.append(float(jnp.abs(final - expected).max()))
     measured = np.log2(errors[-2] / errors[-1])

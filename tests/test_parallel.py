@@ -7,7 +7,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from gw_jax.errors import UserInputError
-from gw_jax.parallel.context_attention import _reference_attention, context_parallel_attention
+from gw_jax.models.attention import xla_attention
+from gw_jax.parallel.context_attention import context_parallel_attention
 from gw_jax.parallel.logical import constrain, logical_to_spec, use_mesh_rules
 from gw_jax.parallel.mesh import make_mesh, resolve_axis_sizes
 
@@ -41,7 +42,7 @@ def test_context_parallel_attention_equals_single_device(schedule, axes):
     assert jax.device_count() == 8
     k1, k2, k3 = jax.random.split(jax.random.key(1), 3)
     q, k, v = (jax.random.normal(kk, (2, 40, 4, 8)) for kk in (k1, k2, k3))
-    expected = _reference_attention(q, k, v)
+    expected = xla_attention(q, k, v)
     mesh = make_mesh({"data": 1, **axes} if "data" not in axes else axes)
     with use_mesh_rules(mesh):
         out = jax.jit(lambda a, b, c: context_parallel_attention(a, b, c, schedule=schedule))(q, k, v)

@@ -46,10 +46,23 @@ def test_pinn_fits_one_step_dynamics_beyond_its_physics_prior(pinn):
     assert evaluate_one_step(surrogate, heldout) < 3e-3
 
 
+def test_surrogate_sizes_match_the_linen_version():
+    import jax
+    from flax import nnx
+
+    from gw_jax.physics.surrogate import build
+
+    scales = {"state": [1.0, 1.0], "action": 1.0, "delta": [1.0, 1.0]}
+    sizes = {kind: sum(leaf.size for leaf in jax.tree.leaves(nnx.state(build(kind, scales), nnx.Param)))
+             for kind in ("pinn", "mlp")}
+    assert sizes == {"pinn": 1_314, "mlp": 8_898}  # the Flax Linen networks docs/physics.md was measured with
+
+
 def test_surrogate_checkpoint_roundtrip(pinn, tmp_path):
     surrogate, _ = pinn
-    surrogate.save(tmp_path / "s.msgpack")
-    loaded = Surrogate.load(tmp_path / "s.msgpack")
+    surrogate.save(tmp_path / "s")
+    loaded = Surrogate.load(tmp_path / "s")
+    assert loaded.kind == "pinn" and loaded.scales == surrogate.scales
     state, action, phys = np.array([[0.1, -0.3]]), np.array([2.0]), np.array([[1.0, 20.0, 1.0]])
     np.testing.assert_allclose(loaded.predict(state, action, phys), surrogate.predict(state, action, phys))
 
@@ -57,7 +70,7 @@ def test_surrogate_checkpoint_roundtrip(pinn, tmp_path):
 def test_gradient_identification_recovers_heldout_system(pinn):
     surrogate, _ = pinn
     heldout = sysmod.make_dataset(1234, 2)
-    for truth, states, actions in zip(heldout["params"], heldout["states"], heldout["actions"]):
+    for truth, states, actions in zip(heldout["params"], heldout["states"], heldout["actions"], strict=True):
         result = identify_gradient(surrogate, states, actions, restarts=4, steps=150)
         assert np.all(relative_error(result["params"], truth) < [0.15, 0.05, 0.15]), (result["params"], truth)
         assert np.all((result["params"] >= sysmod.PARAM_LOW) & (result["params"] <= sysmod.PARAM_HIGH))
@@ -75,7 +88,7 @@ def test_cli_fit_writes_mjcf_and_json(tmp_path, pinn):
     traj = tmp_path / "traj.npz"
     assert main(["sysid", "simulate", "--out", str(traj), "--friction", "1.5", "--stiffness", "30",
                  "--damping", "0.8"]) == 0
-    ckpt = tmp_path / "pinn.msgpack"
+    ckpt = tmp_path / "pinn"
     pinn[0].save(ckpt)
     out = tmp_path / "fit"
     assert main(["sysid", "fit", "--trajectories", str(traj), "--out", str(out), "--surrogate", str(ckpt),
@@ -87,14 +100,17 @@ def test_cli_fit_writes_mjcf_and_json(tmp_path, pinn):
     assert "<joint" in xml and 'frictionloss="' in xml and 'stiffness="' in xml and 'damping="' in xml
 
 
-def test_cli_fit_trains_and_caches_a_surrogate(tmp_path):
+def test_cli_fit_trains_and_caches_a_surrogate(tmp_path, capsys):
     traj = tmp_path / "traj.npz"
     main(["sysid", "simulate", "--out", str(traj), "--steps", "100"])
     out = tmp_path / "fit"
     args = ["sysid", "fit", "--trajectories", str(traj), "--out", str(out), "--train-rollouts", "16",
             "--train-steps", "50", "--restarts", "2", "--iterations", "20"]
     assert main(args) == 0
-    assert (out / "surrogate_pinn.msgpack").is_file() and (out / "params.xml").is_file()
+    assert (out / "surrogate_pinn").is_dir() and (out / "params.xml").is_file()
+    assert "trained pinn" in capsys.readouterr().out
+    assert main(args) == 0  # the second run reloads the cached Orbax surrogate
+    assert "trained pinn" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("arrays, needle", [
@@ -113,12 +129,17 @@ def test_cli_bad_input_exits_2(tmp_path, capsys, arrays, needle):
     assert "bad.npz" in err and needle in err
 
 
-def test_cli_bad_checkpoint_exits_2(tmp_path):
+def test_cli_bad_checkpoint_exits_2(tmp_path, capsys):
     traj = tmp_path / "traj.npz"
     main(["sysid", "simulate", "--out", str(traj), "--steps", "50"])
-    (tmp_path / "junk.msgpack").write_bytes(b"not a checkpoint")
-    assert main(["sysid", "fit", "--trajectories", str(traj), "--out", str(tmp_path / "o"),
-                 "--surrogate", str(tmp_path / "junk.msgpack")]) == 2
+    (tmp_path / "old.msgpack").write_bytes(b"\x80")  # the single-file format of earlier gw-jax versions
+    (tmp_path / "junk").mkdir()  # a folder that is no Orbax checkpoint
+    for name, needle in (("old.msgpack", "retrain"), ("junk", "not a gw-jax surrogate"), ("nope", "no such folder")):
+        capsys.readouterr()
+        assert main(["sysid", "fit", "--trajectories", str(traj), "--out", str(tmp_path / "o"),
+                     "--surrogate", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert name in err and needle in err and len(err.splitlines()) == 1, err
 
 
 @pytest.mark.slow

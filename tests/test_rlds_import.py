@@ -188,7 +188,7 @@ def test_reads_a_dataset_written_by_tensorflow_datasets(fixtures_dir):
     order = [int(i) for i in (root / "order.txt").read_text().split()]
     episodes = [dataset.decode(where, raw) for where, raw in dataset.episodes()]
     assert len(episodes) == len(order) == 3
-    for episode, i in zip(episodes, order):
+    for episode, i in zip(episodes, order, strict=True):
         assert episode["prompt"] == f"pick up block {i}"
         np.testing.assert_array_equal(episode["frames"], truth[f"frames_{i}"])
         np.testing.assert_array_equal(episode["joints"], truth[f"state_{i}"])

@@ -3,13 +3,15 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import PartitionSpec as P
 
 from gw_jax.config import load_config
 from gw_jax.parallel.mesh import make_mesh
 from gw_jax.train.checkpoint import Checkpointer, abstract_with_shardings
 from gw_jax.train.data import ArrayBatches
+from gw_jax.train.guards import NonFiniteLossError
 from gw_jax.train.loop import build_setup, global_batch, jit_train_step, train
 from gw_jax.train.metrics import read_metrics
 
@@ -59,7 +61,7 @@ def test_sharded_step_equals_single_device(axes, impl):
     metrics_8, params_8 = one_step(sharded, make_mesh(dict(sharded.mesh.axes)))
     np.testing.assert_allclose(metrics_8["loss"], metrics_1["loss"], rtol=1e-5)
     np.testing.assert_allclose(metrics_8["grad_norm"], metrics_1["grad_norm"], rtol=1e-4)
-    for a, b in zip(jax.tree.leaves(params_8), jax.tree.leaves(params_1)):
+    for a, b in zip(jax.tree.leaves(params_8), jax.tree.leaves(params_1), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
@@ -70,6 +72,20 @@ def test_params_are_really_sharded():
     kernel = state.params["blocks"]["sub_blocks"][0]["block"]["to_q"]["kernel"]  # (layers, embed, heads)
     assert kernel.sharding.spec == P(None, "fsdp", "tensor")
     assert kernel.addressable_shards[0].data.shape == (2, 48 // 4, 48 // 2)
+
+
+def test_optimizer_moments_follow_their_parameters():
+    """optax.tree_map_params places both Adam moments like their parameters; counts are replicated."""
+    setup = build_setup(small_config(fsdp=4, tensor=2))
+    opt, params = setup.state_sharding.opt_state, setup.state_sharding.params
+    for moment in ("mu", "nu"):
+        specs = jax.tree.map(lambda s: s.spec, optax.tree_utils.tree_get(opt, moment))
+        assert specs == jax.tree.map(lambda s: s.spec, params)
+    assert P(None, "fsdp", "tensor") in jax.tree.leaves(specs)  # really sharded, not all replicated
+    counts = optax.tree_utils.tree_get_all_with_path(opt, "count")
+    assert counts and all(s.spec == P() for _, s in counts)
+    state = setup.init_state()  # the shardings are the ones the jitted init really produces
+    assert jax.tree.map(lambda a: a.sharding.spec, state.opt_state) == jax.tree.map(lambda s: s.spec, opt)
 
 
 def test_interrupted_and_resumed_run_gives_the_same_losses(tmp_path):
@@ -84,7 +100,7 @@ def test_interrupted_and_resumed_run_gives_the_same_losses(tmp_path):
     straight_losses = [m["loss"] for m in read_metrics(tmp_path / "straight")]
     assert len(straight_losses) == 6
     np.testing.assert_allclose(resumed_losses, straight_losses, rtol=1e-6)
-    for a, b in zip(jax.tree.leaves(second.state.params), jax.tree.leaves(straight.state.params)):
+    for a, b in zip(jax.tree.leaves(second.state.params), jax.tree.leaves(straight.state.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
@@ -92,18 +108,23 @@ def test_checkpoint_restores_onto_another_mesh(tmp_path):
     saved_config = small_config(fsdp=8)
     setup_a = build_setup(saved_config)
     state_a = setup_a.init_state()
+    batches = ArrayBatches(latent_dataset(), 8, seed=1)
+    for _ in range(3):
+        next(batches)
     checkpointer = Checkpointer(tmp_path, async_save=False)
-    checkpointer.save(0, state_a, data_state={"position": 3, "seed": 1}, config={"note": "mesh A"})
+    checkpointer.save(0, state_a, data=batches, config={"note": "mesh A"})
     checkpointer.close()
+    assert (tmp_path / "0" / "data" / "process_0-of-1.json").is_file()  # Grain's handler: one file per process
 
     other_config = small_config(data=2, tensor=2, context=2)
     setup_b = build_setup(other_config)
-    restored, data_state, config = Checkpointer(tmp_path).restore(
-        abstract_with_shardings(setup_b.abstract_state, setup_b.state_sharding))
-    assert data_state == {"position": 3, "seed": 1} and config == {"note": "mesh A"}
+    fresh = ArrayBatches(latent_dataset(), 8, seed=1)
+    restored, config = Checkpointer(tmp_path).restore(
+        abstract_with_shardings(setup_b.abstract_state, setup_b.state_sharding), data=fresh)
+    assert fresh.position == 3 and config == {"note": "mesh A"}
     kernel = restored.params["blocks"]["sub_blocks"][0]["block"]["to_q"]["kernel"]
     assert kernel.sharding.spec == P(None, None, "tensor")
-    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state_a)):
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state_a), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
@@ -131,6 +152,46 @@ def test_sigterm_saves_a_checkpoint_and_returns(tmp_path):
     saved = Checkpointer(tmp_path / "checkpoints").latest_step()
     # the signal arrived while the 4th batch was drawn: that step finished, was saved, and the run returned
     assert saved == int(result.state.step) == 4 < config.train.num_steps
+
+
+class _PoisonedBatches(ArrayBatches):
+    """NaN latents from the batch for step ``at`` on (a diverging run)."""
+
+    def __init__(self, *args, at: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.at = at
+
+    def __next__(self):
+        poisoned = self.position >= self.at
+        batch = super().__next__()
+        if poisoned:
+            batch["latents"] = np.full_like(batch["latents"], np.nan)
+        return batch
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = small_config(data=8)
+    config.train.update(dict(log_every=100, checkpoint_every=2, profile_steps=2))
+    with pytest.raises(NonFiniteLossError, match="^step 3: loss nan.*last good checkpoint is step 2"):
+        train(config, tmp_path, batches=_PoisonedBatches(latent_dataset(), 8, seed=1, at=2), progress=False)
+    # checked (no per-step host sync) before the save at step 4, which never happened
+    assert Checkpointer(tmp_path / "checkpoints").latest_step() == 2
+    # profile_steps=2 traced steps 2..3 (the first step is skipped) with jax.profiler
+    assert list((tmp_path / "profile").rglob("*.xplane.pb"))
+
+
+def test_train_cli_exits_1_with_one_line_on_nan(monkeypatch, capsys):
+    from gw_jax.cli import main
+    from gw_jax.train import cli as train_cli
+
+    def diverging(*args, **kwargs):
+        raise NonFiniteLossError("step 7: loss nan; training stopped, no checkpoint was saved")
+
+    monkeypatch.setattr(train_cli, "train", diverging)
+    monkeypatch.setattr(train_cli, "initialize", lambda _config: None)
+    assert main(["train", "--config", TINY, "--workdir", "unused"]) == 1
+    assert capsys.readouterr().err.strip() == ("gw-jax train: error: step 7: loss nan; training stopped, "
+                                               "no checkpoint was saved")
 
 
 @pytest.mark.slow  # ~70 s: compiles the sharded step with a VAE inside

@@ -38,7 +38,8 @@ def _case_id(case) -> str:
 def _reference(name: str, seed: int = 0):
     config = dict(CONFIGS[name])
     if config["z_dim"] != 16:
-        config.update(latents_mean=[0.1 * i for i in range(config["z_dim"])], latents_std=[1.0 + 0.1 * i for i in range(config["z_dim"])])
+        config.update(latents_mean=[0.1 * i for i in range(config["z_dim"])],
+                      latents_std=[1.0 + 0.1 * i for i in range(config["z_dim"])])
     torch.manual_seed(seed)
     model = diffusers.AutoencoderKLWan(**config).eval()
     with torch.no_grad():  # RMS-norm gammas start at one; perturb them so the port must place them right

@@ -1,4 +1,5 @@
 """``gw-jax bench dit|vae|sample [--preset tiny|cpu|2b] [--json PATH]``: JAX vs PyTorch, one run, one table;
+``bench dit --sparse`` (NATTEN sparse vs dense attention);
 ``bench data`` (loader throughput) and ``bench sim`` (scripted-policy success rates)."""
 
 from __future__ import annotations
@@ -6,6 +7,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from gw_jax.bench import dit_bench, sample_bench, sparse_bench, vae_bench
+from gw_jax.data import bench as data_bench
+from gw_jax.data import sim
 from gw_jax.errors import UserInputError
 
 
@@ -13,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("what", choices=["dit", "vae", "sample", "data", "sim"])
     parser.add_argument("--preset", default="cpu", choices=["tiny", "cpu", "2b"])
     parser.add_argument("--no-torch-compile", action="store_true")
+    parser.add_argument("--sparse", action="store_true",
+                        help="dit: NATTEN sparse vs dense attention (presets tiny, cpu) instead of JAX vs PyTorch")
     parser.add_argument("--no-memory", action="store_true", help="vae: skip the ahead-of-time memory report")
     parser.add_argument("--steps", type=int, default=10, help="sample: sampler steps")
     parser.add_argument("--packed", default=None, help="data: the packed dataset to read")
@@ -25,31 +31,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    if args.what == "dit":
-        from gw_jax.bench.dit_bench import markdown_table, run_dit_bench
-
-        report = run_dit_bench(args.preset, torch_compile=not args.no_torch_compile)
+    if args.what == "dit" and args.sparse:
+        if args.preset not in sparse_bench.SPARSE_PRESETS:
+            raise UserInputError(f"--preset {args.preset}: bench dit --sparse has presets "
+                                 f"{sorted(sparse_bench.SPARSE_PRESETS)}")
+        module, report = sparse_bench, sparse_bench.run_sparse_bench(args.preset)
+    elif args.what == "dit":
+        module, report = dit_bench, dit_bench.run_dit_bench(args.preset, torch_compile=not args.no_torch_compile)
     elif args.what == "vae":
-        from gw_jax.bench.vae_bench import markdown_table, run_vae_bench
-
-        report = run_vae_bench(args.preset, memory=not args.no_memory)
+        module, report = vae_bench, vae_bench.run_vae_bench(args.preset, memory=not args.no_memory)
     elif args.what == "sample":
-        from gw_jax.bench.sample_bench import markdown_table, run_sample_bench
-
-        report = run_sample_bench(args.preset, steps=args.steps)
+        module, report = sample_bench, sample_bench.run_sample_bench(args.preset, steps=args.steps)
     elif args.what == "data":
         if not args.packed:
             raise UserInputError("bench data needs --packed DIR (a `gw-jax pack` output)")
-        from gw_jax.data.bench import bench_data, markdown_table
-
-        report = bench_data(args.packed, batch_size=args.batch_size, workers=args.workers, seconds=args.seconds)
+        module, report = data_bench, data_bench.bench_data(args.packed, batch_size=args.batch_size,
+                                                           workers=args.workers, seconds=args.seconds)
     elif args.what == "sim":
-        from gw_jax.data.sim import bench_sim, markdown_table
-
-        report = bench_sim(args.seeds, fps=args.fps)
+        module, report = sim, sim.bench_sim(args.seeds, fps=args.fps)
     else:
         raise UserInputError(f"bench {args.what}: unknown")
-    print(markdown_table(report))
+    print(module.markdown_table(report))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)

@@ -10,7 +10,13 @@ from __future__ import annotations
 import statistics
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+from flax import nnx
+
+from gw_jax.models.dit import GigaWorld0DiT
 
 PRESETS = {
     # seconds: for tests
@@ -40,16 +46,12 @@ def model_flops(p: dict, params: int, train: bool) -> float:
     return p["batch"] * forward * (3 if train else 1)
 
 
-def jax_dit(p: dict, dtype: str = "float32"):
-    """The GigaWorld-0 DiT at the preset's dimensions (random weights)."""
-    from flax import nnx
-
-    from gw_jax.models.dit import GigaWorld0DiT
-
+def jax_dit(p: dict, dtype: str = "float32", **model_kwargs):
+    """The GigaWorld-0 DiT at the preset's dimensions (random weights); ``model_kwargs`` e.g. natten_parameters."""
     return GigaWorld0DiT(max_img_h=p["height"], max_img_w=p["width"], max_frames=p["frames"], in_channels=17,
                          out_channels=16, patch_spatial=2, patch_temporal=1, model_channels=p["model_channels"],
                          num_blocks=p["num_blocks"], num_heads=p["num_heads"], crossattn_emb_channels=p["crossattn"],
-                         adaln_lora_dim=p["adaln"], dtype=dtype, rngs=nnx.Rngs(0))
+                         adaln_lora_dim=p["adaln"], dtype=dtype, rngs=nnx.Rngs(0), **model_kwargs)
 
 
 def torch_cosmos(p: dict):
@@ -67,13 +69,8 @@ def torch_cosmos(p: dict):
         patch_size=(1, 2, 2), rope_scale=(1.0, 1.0, 1.0), concat_padding_mask=False, extra_pos_embed_type=None)
 
 
-def bench_jax(p: dict, dtype: str = "float32") -> dict:
-    import jax
-    import jax.numpy as jnp
-    import optax
-    from flax import nnx
-
-    graphdef, params = nnx.split(jax_dit(p, dtype))
+def bench_jax(p: dict, dtype: str = "float32", **model_kwargs) -> dict:
+    graphdef, params = nnx.split(jax_dit(p, dtype, **model_kwargs))
     rng = np.random.default_rng(0)
     b, t, h, w = p["batch"], p["frames"], p["height"], p["width"]
     x = jnp.asarray(rng.normal(size=(b, 17, t, h, w)), jnp.float32)
@@ -149,8 +146,6 @@ def bench_torch(p: dict, compile_model: bool) -> dict | None:
 
 
 def run_dit_bench(preset: str = "cpu", *, torch_compile: bool = True) -> dict:
-    import jax
-
     p = dict(PRESETS[preset])
     rows = {"jax (XLA, jit)": bench_jax(p)}
     eager = bench_torch(p, compile_model=False)

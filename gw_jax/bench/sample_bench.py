@@ -7,19 +7,19 @@ two model calls per step (conditional and unconditional) and the same update, so
 
 from __future__ import annotations
 
+import itertools
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from gw_jax.bench.dit_bench import PRESETS, _median_time, jax_dit, torch_cosmos
+from gw_jax.diffusion import sample_reference
+from gw_jax.diffusion.samplers import karras_sigmas
 
 
 def bench_jax_sampler(p: dict, steps: int) -> dict:
-    import jax
-    import jax.numpy as jnp
-
-    from gw_jax.diffusion import sample_reference
-
     model = jax_dit(p)
     rng = np.random.default_rng(0)
     b, t, h, w = p["batch"], p["frames"], p["height"], p["width"]
@@ -46,8 +46,6 @@ def bench_torch_sampler(p: dict, steps: int) -> dict | None:
         model = torch_cosmos(p)
     except ImportError:
         return None
-    from gw_jax.diffusion.samplers import karras_sigmas
-
     b, t, h, w = p["batch"], p["frames"], p["height"], p["width"]
     sigmas = [float(s) for s in np.asarray(karras_sigmas(steps, 0.002, 80.0, 7.0))]
     context, negative = torch.randn(b, p["text_len"], p["crossattn"]), torch.zeros(b, p["text_len"], p["crossattn"])
@@ -66,7 +64,7 @@ def bench_torch_sampler(p: dict, steps: int) -> dict | None:
     def loop():
         x = noise
         with torch.no_grad():
-            for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
+            for sigma, sigma_next in itertools.pairwise(sigmas):
                 conditional, unconditional = x0(x, sigma, context), x0(x, sigma, negative)
                 denoised = conditional + 7.0 * (conditional - unconditional)
                 x = denoised + (x - denoised) * (sigma_next / sigma)
@@ -77,8 +75,6 @@ def bench_torch_sampler(p: dict, steps: int) -> dict | None:
 
 
 def run_sample_bench(preset: str = "cpu", *, steps: int = 10) -> dict:
-    import jax
-
     p = dict(PRESETS[preset])
     report = dict(preset=preset, shape=p, steps=steps, device=str(jax.devices()[0].device_kind),
                   jax=bench_jax_sampler(p, steps))

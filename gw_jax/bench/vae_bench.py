@@ -7,11 +7,16 @@ frameworks on the same weights and clip in one run.
 
 from __future__ import annotations
 
+import tempfile
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from gw_jax.bench.dit_bench import _median_time
+from gw_jax.models.vae import WanVAE
 
 GIB = 2**30
 PRESETS = {
@@ -28,10 +33,6 @@ CHIPS_HBM_GIB = {"H100 80GB": 80, "TPU v5p": 95, "TPU v5e": 16, "TPU v6e": 32}
 
 
 def _abstract_vae(config: dict, dtype):
-    from flax import nnx
-
-    from gw_jax.models.vae import WanVAE
-
     return nnx.split(nnx.eval_shape(lambda: WanVAE(rngs=nnx.Rngs(0), dtype=dtype, **config)))
 
 
@@ -41,10 +42,6 @@ def compiled_memory(config: dict, *, batch: int, frames: int, height: int, width
 
     XLA counts a scan body once, so for ``streaming=True`` ``gflops`` is the first chunk plus one later chunk.
     """
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-
     compute = None if dtype == "float32" else jnp.dtype(dtype)
     graphdef, state = _abstract_vae(config, compute)
     vae = nnx.merge(graphdef, state)
@@ -72,8 +69,6 @@ def compiled_memory(config: dict, *, batch: int, frames: int, height: int, width
 
 
 def _time_jax(vae, video, repeats):
-    import jax
-
     compile_start = time.perf_counter()
     posterior = jax.block_until_ready(vae.encode(video))
     jax.block_until_ready(vae.decode(posterior.mean))
@@ -96,12 +91,6 @@ def _time_torch(model, video, repeats):
 
 def run_vae_bench(preset: str = "cpu", *, memory: bool = True) -> dict:
     """Times encode/decode in JAX and diffusers on the same random weights; optional compiled memory."""
-    import tempfile
-
-    import jax
-
-    from gw_jax.models.vae import WanVAE
-
     p = PRESETS[preset]
     shape = (p["batch"], 3, p["frames"], p["height"], p["width"])
     video = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
@@ -120,8 +109,6 @@ def run_vae_bench(preset: str = "cpu", *, memory: bool = True) -> dict:
         report["torch_version"] = torch.__version__
         report["torch"], torch_latents = _time_torch(reference, video, p["repeats"])
     else:
-        from flax import nnx
-
         vae, torch_latents = WanVAE(rngs=nnx.Rngs(0), **p["config"]), None
     report["jax"], posterior = _time_jax(vae, video, p["repeats"])
     if torch_latents is not None:
@@ -142,7 +129,8 @@ def markdown_table(report: dict) -> str:
         torch_s = report.get("torch", {}).get(f"{step}_s")
         ratio = report.get(f"{step}_speedup_jax_over_torch")
         lines.append(f"| {step} | {report['jax'][f'{step}_s']:.3f} | "
-                     f"{'n/a' if torch_s is None else f'{torch_s:.3f}'} | {'n/a' if ratio is None else f'{ratio:.2f}x'} |")
+                     f"{'n/a' if torch_s is None else f'{torch_s:.3f}'} | "
+                     f"{'n/a' if ratio is None else f'{ratio:.2f}x'} |")
     for name, m in report.get("compiled_memory", {}).items():
         lines.append(f"\ncompiled {name} {m['input_shape']}: arguments {m['arguments_gib']:.3f} GiB, temporaries "
                      f"{m['temporaries_gib']:.3f} GiB, outputs {m['outputs_gib']:.3f} GiB, {m['gflops']:.1f} GFLOP")

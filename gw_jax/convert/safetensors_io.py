@@ -1,16 +1,25 @@
 """Reading and writing (sharded) safetensors checkpoints as flat dicts of numpy arrays.
 
 Layouts: one ``NAME.safetensors``, or shards listed in ``NAME.safetensors.index.json``
-(``{"weight_map": {key: shard_file}}``) as written by diffusers/transformers.
+(``{"weight_map": {key: shard_file}}``) as written by diffusers/transformers. Files are read and written
+by ``safetensors.numpy``; the shard index is ours (safetensors itself has none), and so are the files'
+SHA-256s: ``save_flat`` records them in ``SHA256SUMS``, ``load_flat`` checks them where that file exists.
+
+:class:`SafetensorsReader` reads *slices* of tensors on demand (``safe_open``, one file open at a time), so a
+large checkpoint goes onto devices shard by shard without a full host copy.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+import safetensors
+import safetensors.numpy
 
+from gw_jax.convert.checksums import record_checksums, verify_checksums
 from gw_jax.errors import UserInputError
 
 
@@ -36,43 +45,66 @@ def find_weights(directory: Path, stem: str) -> tuple[list[Path], dict[str, Path
     return files, {}
 
 
-_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
-           "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
-
-
 def read_safetensors(file: Path) -> dict[str, np.ndarray]:
-    """Parses one safetensors file (8-byte header size, JSON header, raw little-endian data).
-
-    Read directly with numpy (memory-mapped) so bfloat16 checkpoints load without torch.
-    """
-    import ml_dtypes
-
+    """All tensors of one safetensors file as numpy arrays (safetensors' own loader; bfloat16 through
+    ml_dtypes, so bfloat16 checkpoints load without torch)."""
     try:
-        with open(file, "rb") as f:
-            header_size = int.from_bytes(f.read(8), "little")
-            if not 0 < header_size <= min(file.stat().st_size - 8, 100 * 2**20):
-                raise ValueError(f"header size {header_size} does not fit the file")
-            header = json.loads(f.read(header_size))
-        data = np.memmap(file, dtype=np.uint8, mode="r", offset=8 + header_size)
-        tensors = {}
-        for key, info in header.items():
-            if key == "__metadata__":
-                continue
-            name = _DTYPES[info["dtype"]]
-            dtype = ml_dtypes.bfloat16 if name == "bfloat16" else np.dtype(name)
-            begin, end = info["data_offsets"]
-            tensors[key] = np.frombuffer(data[begin:end], dtype=dtype).reshape(info["shape"])
-        return tensors
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        return safetensors.numpy.load_file(file)
+    except (OSError, ValueError, safetensors.SafetensorError) as e:
         raise UserInputError(f"{file}: unreadable safetensors file ({type(e).__name__}: {e})") from e
 
 
-def load_flat(directory: str | Path, stem: str = "diffusion_pytorch_model") -> tuple[dict[str, np.ndarray], dict[str, Path]]:
-    """All tensors of a (sharded) checkpoint, and the file each key came from (for error messages)."""
+class SafetensorsReader:
+    """Key -> shape/dtype from the file headers, and slices of one tensor read on demand.
+
+    ``reader.read(key, (slice(0, 4), slice(None)))`` returns that numpy slice only; files are opened per
+    read and closed again, so no memory map (and no page of it) outlives the read.
+    """
+
+    def __init__(self, files: Sequence[Path]):
+        self.files = list(files)
+        self.origin: dict[str, Path] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        for file in self.files:
+            try:
+                with safetensors.safe_open(file, framework="numpy") as f:
+                    for key in f.keys():
+                        self.origin[key] = file
+                        self.shapes[key] = tuple(f.get_slice(key).get_shape())
+            except (OSError, ValueError, safetensors.SafetensorError) as e:
+                raise UserInputError(f"{file}: unreadable safetensors file ({type(e).__name__}: {e})") from e
+
+    @classmethod
+    def open(cls, directory: str | Path, stem: str = "diffusion_pytorch_model", *,
+             verify: bool = True) -> "SafetensorsReader":
+        """The checkpoint in ``directory`` (checked against its SHA256SUMS, when it has one)."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise UserInputError(f"{directory}: checkpoint directory not found")
+        files = find_weights(directory, stem)[0]
+        if verify:
+            verify_checksums(directory, files)
+        return cls(files)
+
+    def keys(self) -> list[str]:
+        return list(self.shapes)
+
+    def read(self, key: str, index: tuple = ()) -> np.ndarray:
+        with safetensors.safe_open(self.origin[key], framework="numpy") as f:
+            tensor = f.get_slice(key)
+            return np.asarray(tensor[index] if index else tensor[:])
+
+
+def load_flat(directory: str | Path, stem: str = "diffusion_pytorch_model", *,
+              verify: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Path]]:
+    """All tensors of a (sharded) checkpoint, and the file each key came from (for error messages).
+    ``verify``: check the files against the folder's SHA256SUMS, when it has one."""
     directory = Path(directory)
     if not directory.is_dir():
         raise UserInputError(f"{directory}: checkpoint directory not found")
     files, _ = find_weights(directory, stem)
+    if verify:
+        verify_checksums(directory, files)
     tensors, origin = {}, {}
     for file in files:
         for key, value in read_safetensors(file).items():
@@ -84,8 +116,6 @@ def load_flat(directory: str | Path, stem: str = "diffusion_pytorch_model") -> t
 def save_flat(tensors: dict[str, np.ndarray], directory: str | Path, stem: str = "diffusion_pytorch_model",
               max_shard_bytes: int | None = None) -> list[Path]:
     """Writes one file, or shards of at most ``max_shard_bytes`` plus an index. Atomic per file."""
-    from safetensors.numpy import save_file
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     keys = sorted(tensors)
@@ -103,13 +133,15 @@ def save_flat(tensors: dict[str, np.ndarray], directory: str | Path, stem: str =
         names = [f"{stem}.safetensors"]
     else:
         names = [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-    for name, shard_keys in zip(names, shards):
+    for name, shard_keys in zip(names, shards, strict=True):
         tmp = directory / (name + ".tmp")
-        save_file({k: np.ascontiguousarray(tensors[k]) for k in shard_keys}, str(tmp), metadata={"format": "pt"})
+        safetensors.numpy.save_file({k: np.ascontiguousarray(tensors[k]) for k in shard_keys}, str(tmp),
+                                    metadata={"format": "pt"})
         tmp.replace(directory / name)
         written.append(directory / name)
     if len(shards) > 1:
         index = {"metadata": {"total_size": int(sum(t.nbytes for t in tensors.values()))},
-                 "weight_map": {k: name for name, ks in zip(names, shards) for k in ks}}
+                 "weight_map": {k: name for name, ks in zip(names, shards, strict=True) for k in ks}}
         (directory / f"{stem}.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    record_checksums(directory, written)
     return written

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import time
 
+from gw_jax.data.loader import make_loader
+
 
 def bench_data(packed_dir, *, batch_size: int = 8, num_frames: int = 17, height: int = 64, width: int = 64,
                workers: int = 0, seconds: float = 10.0) -> dict:
     """Iterates the Grain loader for about ``seconds`` after one warm-up batch; clips/s and clips/s/core."""
-    from gw_jax.data.loader import make_loader
-
     batches = make_loader(packed_dir, batch_size=batch_size, num_frames=num_frames, height=height, width=width,
                           seed=0, worker_count=workers, process_index=0, process_count=1)
     next(batches)  # start-up (worker processes, first reads) is not throughput

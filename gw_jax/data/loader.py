@@ -14,11 +14,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import grain
+import jax
 import numpy as np
+from absl import flags
 
 from gw_jax.data.pack import read_index
 from gw_jax.data.records import decode_example, read_record_at
 from gw_jax.data.transforms import clip_from_record
+from gw_jax.errors import UserInputError
 
 
 class PackedRecords:
@@ -39,8 +43,6 @@ class PackedRecords:
         if file not in self._files:
             path = self.packed_dir / file
             if not path.is_file():
-                from gw_jax.errors import UserInputError
-
                 raise UserInputError(f"{path}: shard listed in index.json is missing")
             self._files[file] = open(path, "rb")
         return read_record_at(self._files[file], offset, where=f"{self.packed_dir / file} record {record}")
@@ -73,13 +75,7 @@ def make_loader(packed_dir, *, batch_size: int, num_frames: int, height: int, wi
     Batches: video (B, 3, T, H, W) in [-1, 1], text_emb (B, L, D) with zeros past each prompt, text_mask,
     fps, episode and ref_mask (B, T), the reference-frame masks of the seed's MaskGenerator(max_ref_frames,
     start=ref_start, factor=4), drawn per clip."""
-    import grain
-
-    from gw_jax.errors import UserInputError
-
     if process_index is None or process_count is None:
-        import jax
-
         process_index, process_count = jax.process_index(), jax.process_count()
     source = PackedRecords(packed_dir)
     if len(source) < process_count * (batch_size if drop_remainder else 1):
@@ -95,8 +91,6 @@ def make_loader(packed_dir, *, batch_size: int, num_frames: int, height: int, wi
     # Read ahead a couple of batches on threads (Grain's default buffer is hundreds of elements).
     iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))
     if worker_count > 0:
-        from absl import flags
-
         if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags; outside an absl app, use defaults
             flags.FLAGS.mark_as_parsed()
         iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))

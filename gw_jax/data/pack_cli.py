@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gw_jax.errors import UserInputError
+from gw_jax.data.pack import pack
+from gw_jax.data.rlds import import_rlds
+from gw_jax.errors import UserInputError, check_output_dir
+from gw_jax.models.factory import text_encoder_from_spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,14 +48,14 @@ def _paths(args) -> tuple[Path | None, Path]:
 
 
 def run(args) -> int:
-    from gw_jax.data.pack import pack
-    from gw_jax.diffusion.sample_cli import text_encoder_from_spec
-
     raw, out = _paths(args)
+    counts = {"--shards": args.shards, "--workers": args.workers, "--max-text-tokens": args.max_text_tokens}
+    for flag, value in counts.items():
+        if value is not None and value < 1:
+            raise UserInputError(f"{flag} must be at least 1, got {value}")
+    check_output_dir(out, flag="OUT")  # before the import and the text encoder, which take a while
     skipped_before = []  # inputs the RLDS import already rejected, counted in the index too
     if args.from_tfds:
-        from gw_jax.data.rlds import import_rlds
-
         raw = out / "rlds_episodes"  # kept, so a re-run resumes; remove it once the pack is done if space matters
         summary = import_rlds(args.from_tfds, raw, data_dir=args.tfds_data_dir, split=args.split,
                               image_key=args.image_key, fps=args.fps, max_episodes=args.max_episodes)
@@ -67,4 +70,7 @@ def run(args) -> int:
           f"in {out}; skipped {len(index['skipped'])}")
     for item in index["skipped"]:
         print(f"  skipped {item['file']}: {item['reason']}")
+    if index["prompts_at_max_length"]:
+        print(f"note: {index['prompts_at_max_length']} prompt(s) fill all {index['text_encoder']['max_length']} "
+              f"text tokens and may have been cut (--max-text-tokens sets the length)")
     return 0

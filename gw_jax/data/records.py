@@ -142,7 +142,7 @@ def encode_example(features: dict) -> bytes:
             feature.int64_list.value.extend(int(v) for v in values)
         else:
             feature.float_list.value.extend(float(v) for v in values)
-    return example.SerializeToString()
+    return example.SerializeToString(deterministic=True)  # map keys sorted: the same episode, the same bytes
 
 
 def decode_example(data: bytes) -> dict[str, list]:

@@ -21,7 +21,11 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
 
+from gw_jax.data.records import decode_example, iter_records
+from gw_jax.data.sim import write_episode
 from gw_jax.errors import UserInputError, load_json
 
 PROMPT_KEYS = ("steps/language_instruction", "steps/observation/natural_language_instruction",
@@ -129,8 +133,6 @@ class RldsDataset:
 
     def episodes(self) -> Iterator[tuple[str, dict]]:
         """(``file:record``, raw feature lists) for every record of the split, in file order."""
-        from gw_jax.data.records import decode_example, iter_records
-
         for file in self.files:
             for number, (_, data) in enumerate(iter_records(file)):
                 yield f"{file.name}:{number}", decode_example(data)
@@ -138,8 +140,6 @@ class RldsDataset:
     def decode(self, where: str, raw: dict) -> dict:
         """One episode's features -> frames (T, H, W, 3) uint8, prompt (str, may be empty), actions (T, A),
         joints (T, S) or None; a malformed episode is a UserInputError naming ``where``."""
-        from PIL import Image
-
         encoded = raw.get(self.image_key, [])
         if not encoded:
             raise UserInputError(f"{where}: no frames under {self.image_key}")
@@ -177,10 +177,6 @@ def import_rlds(name: str, raw_dir: str | Path, *, data_dir=None, split: str = "
     """Writes the split's episodes into RAW_DIR in the seed's layout (resumable: complete episodes are
     kept). Episodes without frames or with undecodable ones are skipped and listed; an episode without a
     prompt gets an empty ``i.txt``, which ``pack`` reports and skips like any other bad input."""
-    from tqdm.auto import tqdm
-
-    from gw_jax.data.sim import write_episode
-
     dataset = RldsDataset.open(find_dataset_dir(name, data_dir), split=split, image_key=image_key)
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)

@@ -12,15 +12,19 @@ camera intrinsics/extrinsics, depth, arm segmentation, object physics).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from gw_jax.data.sim_scene import (ARM_BASE_Y, ARM_JOINTS, COLOURS, GRIPPER_JOINTS, TABLE_TOP, default_camera,
-                                   scene_xml)
-from gw_jax.errors import UserInputError
+from gw_jax.data.sim_scene import ARM_BASE_Y, ARM_JOINTS, COLOURS, GRIPPER_JOINTS, TABLE_TOP, default_camera, scene_xml
+from gw_jax.data.video import read_video, write_video
+from gw_jax.data.workers import imap_unordered
+from gw_jax.errors import UserInputError, make_output_dir
 
 TASKS = ("push", "pick", "place")
 ARM_BODIES = ("arm_base", "link1", "link2", "link3", "link4", "link5", "link6", "finger_l", "finger_r")
@@ -107,7 +111,8 @@ def _waypoints(task: str, cube: dict, target_xy, wrist: dict):
                 (1.0, (*end, hover), GRIPPER_CLOSED, (heading - turn, -tilt))]
     grasp = _grasp_heading(cube)
     plan = [(0.0, None, GRIPPER_OPEN, (None, 0.0)), (0.2, (cx, cy, hover), GRIPPER_OPEN, (grasp, tilt)),
-            (0.35, (cx, cy, grip_z), GRIPPER_OPEN, (grasp, 0.0)), (0.45, (cx, cy, grip_z), GRIPPER_CLOSED, (grasp, 0.0))]
+            (0.35, (cx, cy, grip_z), GRIPPER_OPEN, (grasp, 0.0)),
+            (0.45, (cx, cy, grip_z), GRIPPER_CLOSED, (grasp, 0.0))]
     # Carrying, the wrist turns the cube about the vertical but never tilts: a tilted grip drops it.
     if task == "pick":
         return plan + [(0.75, (cx, cy, hover + 0.05), GRIPPER_CLOSED, (grasp + turn, 0.0)),
@@ -123,7 +128,7 @@ def _interpolate(plan, start_xyz, start_heading, fraction):
     """Cosine-eased position, wrist heading and tilt along the plan; the gripper switches half-way."""
     points = [(t, np.asarray(start_xyz if p is None else p, float), g,
                np.array([start_heading if w[0] is None else w[0], w[1]], float)) for t, p, g, w in plan]
-    for (t0, p0, g0, w0), (t1, p1, g1, w1) in zip(points, points[1:]):
+    for (t0, p0, g0, w0), (t1, p1, g1, w1) in itertools.pairwise(points):
         if fraction <= t1:
             s = 0.5 - 0.5 * np.cos(np.pi * np.clip((fraction - t0) / max(t1 - t0, 1e-9), 0, 1))
             return p0 + s * (p1 - p0), (g1 if s > 0.5 else g0), w0 + s * (w1 - w0)
@@ -244,8 +249,6 @@ def task_success(episode: dict) -> bool:
 def bench_sim(seeds: int = 30, *, frames: int = 33, fps: float = 8.0, first_seed: int = 1000) -> dict:
     """Task success rates of the scripted policy over ``seeds`` episodes per task (rendered tiny: physics
     only matters here), and simulation speed."""
-    import time
-
     start, results = time.perf_counter(), {}
     for task in TASKS:
         results[task] = sum(task_success(simulate_episode(first_seed + i, frames=frames, height=16, width=16, fps=fps,
@@ -302,8 +305,6 @@ def _episode_complete(out_dir: Path, index: int) -> bool:
 
 def write_episode(out_dir: Path, index: int, episode: dict) -> None:
     """Writes i.npz, i.txt, then i.mp4, each atomically; the episode counts as complete once all exist."""
-    from gw_jax.data.video import write_video
-
     arrays = {k: v for k, v in episode.items() if k not in ("frames", "prompt")}
     tmp = out_dir / f"{index}.tmp.npz"
     np.savez_compressed(tmp, **arrays)
@@ -322,28 +323,17 @@ def _simulate_one(job):
 def simulate_dataset(out_dir: str | Path, episodes: int, *, seed: int = 0, workers: int = 1, progress: bool = True,
                      **kwargs) -> Path:
     """Simulates episodes 0..N-1 (episode i uses seed ``seed * 100003 + i``); skips complete ones."""
-    from tqdm.auto import tqdm
-
     out_dir = Path(out_dir)
     height, width = kwargs.get("height", 64), kwargs.get("width", 64)
     if height % 16 or width % 16 or height <= 0 or width <= 0:
         raise UserInputError(f"--size {height}x{width}: both sides must be positive multiples of 16")
     if kwargs.get("frames", 33) < 1:
         raise UserInputError("--frames must be at least 1")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir, flag="--out")
     todo = [(str(out_dir), i, seed * 100003 + i, kwargs) for i in range(episodes) if not _episode_complete(out_dir, i)]
-    bar = tqdm(total=episodes, initial=episodes - len(todo), desc="sim", disable=not progress)
-    if workers > 1 and len(todo) > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(workers) as pool:
-            for _ in pool.imap_unordered(_simulate_one, todo):
-                bar.update()
-    else:
-        for job in todo:
-            _simulate_one(job)
+    with tqdm(total=episodes, initial=episodes - len(todo), desc="sim", disable=not progress) as bar:
+        for _ in imap_unordered(_simulate_one, todo, workers=workers):
             bar.update()
-    bar.close()
     manifest = dict(schema_version=SCHEMA_VERSION, episodes=episodes, seed=seed,
                     args={k: v for k, v in kwargs.items()}, layout="i.mp4, i.txt, i.npz")
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
@@ -352,14 +342,12 @@ def simulate_dataset(out_dir: str | Path, episodes: int, *, seed: int = 0, worke
 
 def load_episode(directory: str | Path, index: int) -> dict:
     """Frames (uint8 F,H,W,3), prompt and every ground-truth array of episode ``index``."""
-    from gw_jax.data.video import read_video
-
     directory = Path(directory)
-    frames, _ = read_video(directory / f"{index}.mp4")
+    frames, fps = read_video(directory / f"{index}.mp4")
     prompt_path = directory / f"{index}.txt"
     if not prompt_path.is_file():
         raise UserInputError(f"{prompt_path}: missing prompt file")
-    episode = dict(frames=frames, prompt=prompt_path.read_text().strip())
+    episode = dict(frames=frames, prompt=prompt_path.read_text().strip(), fps=fps)  # the npz's fps wins
     npz = directory / f"{index}.npz"
     if npz.is_file():
         with np.load(npz) as data:

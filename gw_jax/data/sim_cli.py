@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from gw_jax.data.sim import TASKS, simulate_dataset
 from gw_jax.errors import UserInputError
 
 
@@ -30,8 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from gw_jax.data.sim import TASKS, simulate_dataset
-
     height, width = parse_size(args.size)
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     bad = [t for t in tasks if t not in TASKS]

@@ -75,7 +75,7 @@ def scene_xml(rng: np.random.Generator, *, objects: list[dict], background: tupl
               pos="{d['pos'][0]:.3f} {d['pos'][1]:.3f} {TABLE_TOP + d['size']:.3f}" contype="0" conaffinity="0"
               rgba="{d['rgba'][0]:.3f} {d['rgba'][1]:.3f} {d['rgba'][2]:.3f} 1"/>""" for i, d in enumerate(distractors))
     actuators = "".join(f'<position joint="{j}" kp="{kp}" dampratio="1" ctrlrange="-3 3"/>'
-                        for j, kp in zip(ARM_JOINTS, (400, 500, 400, 200, 80, 80)))
+                        for j, kp in zip(ARM_JOINTS, (400, 500, 400, 200, 80, 80), strict=True))
     actuators += "".join(f'<position joint="{j}" kp="300" ctrlrange="-0.02 0.035"/>' for j in GRIPPER_JOINTS)
     return f"""<mujoco model="gw_sim">
   <compiler angle="radian" autolimits="true"/>

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
+from gw_jax.data.video import decode_video_bytes
+from gw_jax.diffusion.masks import max_ref_latents_of
 from gw_jax.errors import UserInputError
 
 
@@ -14,8 +17,6 @@ def sample_frame_indices(num_available: int, num_frames: int) -> np.ndarray:
 
 def resize_cover_and_crop(frames: np.ndarray, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     """uint8 (T, h, w, 3) -> (T, height, width, 3): bilinear resize so both sides cover, then a random crop."""
-    from PIL import Image
-
     h, w = frames.shape[1:3]
     scale = max(height / h, width / w)
     size = (max(width, round(w * scale)), max(height, round(h * scale)))  # PIL sizes are (w, h)
@@ -30,8 +31,6 @@ def reference_frame_mask(num_frames: int, rng: np.random.Generator, *, max_ref_f
                          factor: int = 4) -> np.ndarray:
     """The seed's MaskGenerator for one clip: n ~ U{start..max_ref_latents} reference latents, i.e. the first
     1 + (n-1)*factor frames set to 1 (none when n = 0); (T,) float32."""
-    from gw_jax.diffusion.masks import max_ref_latents_of
-
     n = int(rng.integers(start, max_ref_latents_of(max_ref_frames, factor, start) + 1))
     return (np.arange(num_frames) < (1 + (n - 1) * factor if n else 0)).astype(np.float32)
 
@@ -40,8 +39,6 @@ def clip_from_record(features: dict, rng: np.random.Generator, *, num_frames: in
                      max_text_length: int, text_width: int, max_ref_frames: int = 1, ref_start: int = 1) -> dict:
     """A decoded Example -> training example: video (3, T, H, W) float32 in [-1, 1], text, fps, reference-frame
     mask (T,), ids."""
-    from gw_jax.data.video import decode_video_bytes
-
     name = features["name"][0].decode("utf-8")
     frames, _ = decode_video_bytes(features["video"][0], where=f"episode {name}")
     if len(frames) < 2 and num_frames > 1:

@@ -9,9 +9,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 
-from gw_jax.errors import UserInputError
+from gw_jax.data.video import write_video
+from gw_jax.diffusion import sample_reference
+from gw_jax.errors import UserInputError, check_output_dir
+from gw_jax.models.factory import load_codec, load_text_encoder
+from gw_jax.train.export import restore_workdir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,47 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ema", action="store_true", help="sample with the EMA weights")
 
 
-def load_codec(config):
-    if config.codec.name == "pixel":
-        from gw_jax.models.pixel_codec import PixelCodec
-
-        return PixelCodec(pool=config.codec.pool, fold=config.codec.fold)
-    if config.codec.name == "patch_vae":  # the demo's learned codec: a folder written by PatchVAE.save
-        from gw_jax.models.patch_vae import PatchVAE
-
-        if not config.codec.get("path"):
-            raise UserInputError("--config.codec.path: the patch_vae codec needs its folder (gw-jax demo writes OUT/codec)")
-        return PatchVAE.load(config.codec.path)
-    if config.codec.name == "wan_vae":
-        from gw_jax.models.vae import WanLatentCodec, vae_from_config
-
-        return WanLatentCodec(vae_from_config(config.vae))
-    raise UserInputError(f"codec {config.codec.name!r} is not available to `gw-jax sample` in this build")
-
-
-def text_encoder_from_spec(spec: str, *, max_length: int | None = None, width: int = 32):
-    """"hash" (tiny, weight-free: CPU demos), "minilm" (embedded default) or a T5 checkpoint folder."""
-    if spec == "hash":
-        from gw_jax.models.text_hash import HashTextEncoder
-
-        return HashTextEncoder(width=width, max_length=max_length or 16)
-    from gw_jax.models.text import load_text_encoder
-
-    return load_text_encoder(spec, max_length=max_length)
-
-
-def load_text_encoder(config):
-    """The text encoder a config names (``config.text_encoder.name``; "t5:<path>" or a path for T5)."""
-    name = config.text_encoder.name
-    spec = name[3:] if name.startswith("t5:") else name
-    return text_encoder_from_spec(spec, max_length=config.text_encoder.get("max_length"),
-                                  width=config.text_encoder.get("width", 32))
-
-
 def load_image(path: Path, height: int, width: int) -> np.ndarray:
     """(3, H, W) in [-1, 1]: resized to cover and centre-cropped (the reference transform, no randomness)."""
-    from PIL import Image
-
     if not path.is_file():
         raise UserInputError(f"--image {path}: no such file")
     try:
@@ -82,42 +50,36 @@ def load_image(path: Path, height: int, width: int) -> np.ndarray:
 
 
 def run(args) -> int:
-    import jax
-    import jax.numpy as jnp
-    import ml_collections
-
-    from gw_jax.data.video import write_video
-    from gw_jax.diffusion import sample_reference
-    from gw_jax.train.checkpoint import Checkpointer, abstract_with_shardings
-    from gw_jax.train.loop import build_setup
-
+    # every argument is checked before anything slow (restoring, compiling) starts
     if not (Path(args.workdir) / "checkpoints").is_dir():
         raise UserInputError(f"--workdir {args.workdir}: no checkpoints/ folder (train first)")
-    checkpointer = Checkpointer(Path(args.workdir) / "checkpoints", async_save=False)
-    saved_config = checkpointer.restore_config()
-    if saved_config is None:
-        raise UserInputError(f"--workdir {args.workdir}: no checkpoint found (train first)")
-    config = ml_collections.ConfigDict(saved_config)
-    config.mesh.axes = ml_collections.ConfigDict(dict(data=-1, fsdp=1, context=1, tensor=1))
+    if not Path(args.image).is_file():
+        raise UserInputError(f"--image {args.image}: no such file")
+    check_output_dir(Path(args.out).absolute().parent, flag="--out")
+    if args.frames is not None and args.frames < 2:
+        raise UserInputError("--frames must be at least 2 (the first one is the given image)")
+    if args.steps is not None and args.steps < 1:
+        raise UserInputError(f"--steps must be at least 1, got {args.steps}")
+    if args.guidance is not None and not np.isfinite(args.guidance):
+        raise UserInputError(f"--guidance must be a finite number, got {args.guidance}")
+    config, setup, state = restore_workdir(args.workdir)
     codec, text = load_codec(config), load_text_encoder(config)
-    setup = build_setup(config, mesh=None)
-    state, _, _ = checkpointer.restore(abstract_with_shardings(setup.abstract_state, setup.state_sharding))
-    model = setup.model_def.merge(state.ema_params if args.ema else state.params)
+    model = setup.model_def.merge(state.ema_params if args.ema else state.params, setup.init_frozen())
 
     frames = args.frames or config.data.num_frames
-    if frames < 2:
-        raise UserInputError("--frames must be at least 2 (the first one is the given image)")
     first = load_image(Path(args.image), config.data.height, config.data.width)
     video = np.zeros((1, 3, frames, config.data.height, config.data.width), np.float32)
     video[:, :, 0] = first
     latents = codec.encode(jnp.asarray(video))
     mask = jnp.zeros((1, 1, latents.shape[2], 1, 1)).at[:, :, 0].set(1.0)
-    emb, _ = text.encode([args.prompt])
     sample_cfg = config.sample
+    # Prompts are encoded here, outside jit: text encoders are host code (tokenizers, numpy) around their own jit.
+    emb, _ = text.encode([args.prompt])
+    negative, _ = text.encode([sample_cfg.negative_prompt])
     noise = jax.random.normal(jax.random.key(args.seed), latents.shape) * sample_cfg.sigma_max
     out, _ = jax.jit(lambda n: sample_reference(
-        model, n, context=jnp.asarray(emb), negative_context=jnp.asarray(text.encode([sample_cfg.negative_prompt])[0]),
-        cond_latents=latents, cond_mask=mask, fps=config.data.fps, steps=args.steps or sample_cfg.steps,
+        model, n, context=jnp.asarray(emb), negative_context=jnp.asarray(negative), cond_latents=latents,
+        cond_mask=mask, fps=config.data.fps, steps=args.steps or sample_cfg.steps,
         guidance=sample_cfg.guidance if args.guidance is None else args.guidance,
         sigma_max=sample_cfg.sigma_max, augment_sigma=sample_cfg.augment_sigma))(noise)
     pixels = np.asarray(codec.decode(out))[0]

@@ -1,5 +1,6 @@
 """Inverse dynamics: recover joint trajectories from (generated) video, with arm masking.
 
-``models`` (U-Net segmenter, IDM), ``data`` (episodes -> arrays), ``train`` (training, metrics,
-checkpoints), ``cli`` (``gw-jax idm``) and ``report`` (masked-vs-unmasked comparison).
+Library: ``models`` (U-Net segmenter, IDM; Flax NNX), ``data`` (episodes -> arrays), ``train`` (training,
+metrics, Orbax checkpoints), ``pipeline`` (fit / evaluate / predict / label). Apps on top: ``report``
+(masked-vs-unmasked comparison) and ``cli`` (``gw-jax idm``).
 """

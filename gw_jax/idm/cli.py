@@ -1,21 +1,22 @@
 """``gw-jax idm {train,eval,label,compare}``: inverse dynamics from video, with arm masking.
 
-  gw-jax idm train --data DIR --workdir W [--steps N] [--no-mask]   segmenter + IDM -> W/*.msgpack
+  gw-jax idm train --data DIR --workdir W [--steps N] [--no-mask]   segmenter + IDM -> W/ (Orbax)
   gw-jax idm eval --workdir W --data DIR [--json PATH]              held-out R² / MAE + a plot
   gw-jax idm label VIDEOS OUT --workdir W                           OUT/<name>.joints.npz (+ .csv)
   gw-jax idm compare --out DIR [--data DIR]                         masked vs unmasked report
+
+The work itself lives in the library (``gw_jax.idm.pipeline``, ``gw_jax.idm.report``); this module only
+parses flags.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
-import numpy as np
-
-from gw_jax.errors import UserInputError
+from gw_jax.idm.pipeline import evaluate, fit, label
+from gw_jax.idm.report import compare
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,114 +66,7 @@ def run(args) -> int:
         written = label(args.videos, args.out, args.workdir)
         print(f"labelled {len(written)} videos into {args.out}")
     else:
-        from gw_jax.idm.report import compare
-
         report = compare(args.out, data=args.data, episodes=args.episodes, steps=args.steps,
                          seg_steps=args.seg_steps, seed=args.seed, report=args.report)
         print(f"wrote {report}")
     return 0
-
-
-def _need_steps(steps: int, flag: str) -> None:
-    if steps < 1:
-        raise UserInputError(f"{flag} must be at least 1")
-
-
-def fit(data: str | Path, workdir: str | Path, *, steps: int = 2000, seg_steps: int = 300, masked: bool = True,
-        seed: int = 0, progress: bool = True) -> dict:
-    """Trains (segmenter +) IDM on ``data``'s training split and saves them into ``workdir``."""
-    from gw_jax.idm import data as idm_data
-    from gw_jax.idm import train
-
-    _need_steps(steps, "--steps")
-    arrays = idm_data.load_episodes(data)
-    if len(arrays["frames"]) < 2:
-        raise UserInputError(f"{data}: need at least 2 episodes (one is held out), found {len(arrays['frames'])}")
-    tr, va = idm_data.split(len(arrays["frames"]), seed=seed)
-    summary = dict(train_episodes=len(tr), heldout_episodes=len(va), frames=arrays["frames"].shape[1])
-    seg_params, masks = None, None
-    if masked:
-        _need_steps(seg_steps, "--seg-steps")
-        start = time.time()
-        seg_params, _ = train.train_segmenter(arrays["frames"][tr], arrays["masks"][tr], seg_steps, seed=seed,
-                                              progress=progress)
-        masks = train.predict_masks(seg_params, arrays["frames"])
-        summary.update(segmenter_seconds=round(time.time() - start, 1),
-                       segmenter_iou_heldout=train.iou(masks[va], arrays["masks"][va]))
-    start = time.time()
-    inputs = train.idm_inputs(arrays["frames"][tr], None if masks is None else masks[tr])
-    params, norm, losses = train.train_idm(inputs, arrays["joints"][tr], steps, seed=seed, progress=progress)
-    summary.update(idm_seconds=round(time.time() - start, 1), loss_first=losses[0],
-                   loss_last=float(np.mean(losses[-20:])))
-    meta = dict(masked=masked, data=str(Path(data).resolve()), frame_shape=list(arrays["frames"].shape[2:]),
-                joint_names=arrays["joint_names"].tolist(), heldout_episodes=arrays["indices"][va].tolist(),
-                steps=steps, seg_steps=seg_steps if masked else 0, seed=seed, summary=summary)
-    train.save(workdir, meta, params, norm, seg_params)
-    return summary
-
-
-def _check_frames(frames: np.ndarray, meta: dict, path) -> None:
-    if list(frames.shape[-3:]) != meta["frame_shape"]:
-        h, w, _ = meta["frame_shape"]
-        raise UserInputError(f"{path}: frames are {frames.shape[-3]}x{frames.shape[-2]}, the IDM was trained "
-                             f"on {h}x{w}")
-
-
-def _predict(meta, params, norm, seg, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """(joints (N,T,D), soft masks or None) for uint8 frames (N,T,H,W,3)."""
-    from gw_jax.idm import train
-
-    masks = train.predict_masks(seg, frames) if meta["masked"] else None
-    return train.predict_joints(params, norm, train.idm_inputs(frames, masks)), masks
-
-
-def evaluate(workdir: str | Path, data: str | Path, plot: str | Path | None = None) -> dict:
-    """Metrics on the held-out split when ``data`` is the training folder, else on every episode."""
-    from gw_jax.idm import data as idm_data
-    from gw_jax.idm import train
-
-    meta, params, norm, seg = train.load(workdir)
-    arrays = idm_data.load_episodes(data)
-    _check_frames(arrays["frames"], meta, data)
-    same = str(Path(data).resolve()) == meta["data"]
-    keep = np.isin(arrays["indices"], meta["heldout_episodes"]) if same else np.ones(len(arrays["indices"]), bool)
-    frames, joints = arrays["frames"][keep], arrays["joints"][keep]
-    pred, masks = _predict(meta, params, norm, seg, frames)
-    metrics = train.joint_metrics(pred, joints, meta["joint_names"])
-    metrics.update(masked=meta["masked"], episodes=arrays["indices"][keep].tolist(),
-                   split="heldout" if same else "all")
-    if masks is not None:
-        metrics["segmenter_iou"] = train.iou(masks, arrays["masks"][keep])
-    if plot:
-        from gw_jax.idm.report import plot_joints
-
-        plot_joints(plot, {"predicted": pred[0]}, joints[0], meta["joint_names"],
-                    title=f"episode {metrics['episodes'][0]} (held out)" if same else None)
-        metrics["plot"] = str(plot)
-    return metrics
-
-
-def label(videos: str | Path, out: str | Path, workdir: str | Path) -> list[Path]:
-    """Writes OUT/<name>.joints.npz (joints (T,D), joint_names, fps) and .csv for every VIDEOS/*.mp4."""
-    from gw_jax.data.video import read_video
-    from gw_jax.idm import train
-
-    videos, out = Path(videos), Path(out)
-    if not videos.is_dir():
-        raise UserInputError(f"{videos}: no such video folder")
-    paths = sorted(videos.glob("*.mp4"))
-    if not paths:
-        raise UserInputError(f"{videos}: no .mp4 videos")
-    meta, params, norm, seg = train.load(workdir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in paths:
-        frames, fps = read_video(path)
-        _check_frames(frames, meta, path)
-        joints = _predict(meta, params, norm, seg, frames[None])[0][0]
-        target = out / f"{path.stem}.joints.npz"
-        np.savez(target, joints=joints.astype(np.float32), joint_names=np.asarray(meta["joint_names"]), fps=fps)
-        np.savetxt(out / f"{path.stem}.joints.csv", joints, delimiter=",", fmt="%.6f",
-                   header=",".join(meta["joint_names"]), comments="")
-        written.append(target)
-    return written

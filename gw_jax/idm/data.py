@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gw_jax.data.sim import load_episode
 from gw_jax.errors import UserInputError
 
 CACHE_NAME = "idm_cache.npz"
@@ -30,8 +31,6 @@ def episode_indices(directory: str | Path) -> list[int]:
 def load_episodes(directory: str | Path, cache: bool = True) -> dict[str, np.ndarray]:
     """All episodes stacked: frames uint8 (N,T,H,W,3), masks uint8 (N,T,H,W), joints float32 (N,T,D),
     indices (N,), joint_names (D,). Episodes must share one length and size."""
-    from gw_jax.data.sim import load_episode
-
     directory = Path(directory)
     indices = episode_indices(directory)
     cache_path = directory / CACHE_NAME

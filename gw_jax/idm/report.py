@@ -10,61 +10,35 @@ from pathlib import Path
 
 import numpy as np
 
-
-def plot_joints(path: str | Path, predictions: dict[str, np.ndarray], true: np.ndarray, names, title=None) -> None:
-    """One panel per joint: the true curve and each named prediction (T, D) over frames."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.6), squeeze=False)
-    for j, (ax, name) in enumerate(zip(axes[0], names)):
-        ax.plot(true[:, j], "k-", lw=2, label="true")
-        for label, pred in predictions.items():
-            ax.plot(pred[:, j], "--", lw=1.5, label=label)
-        ax.set_title(str(name), fontsize=9)
-        ax.set_xlabel("frame", fontsize=8)
-        ax.tick_params(labelsize=7)
-    axes[0][0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+from gw_jax.data.sim import simulate_dataset
+from gw_jax.idm import data as idm_data
+from gw_jax.idm.pipeline import evaluate, fit, load, plot_joints, predict
 
 
 def compare(out: str | Path, *, data=None, episodes: int = 400, steps: int = 2000, seg_steps: int = 300,
             seed: int = 0, report=None) -> Path:
     """Trains masked and unmasked IDMs on ``data`` (simulated into OUT/data if None); returns the report path."""
-    from gw_jax.idm import cli
-
     out = Path(out)
     if data is None:
-        from gw_jax.data.sim import simulate_dataset
-
         data = simulate_dataset(out / "data", episodes, seed=seed, frames=17, height=64, width=64, fps=8.0,
                                 random_background=True, distractors=2, workers=2)
     for name, masked in (("masked", True), ("unmasked", False)):
-        cli.fit(data, out / name, steps=steps, seg_steps=seg_steps, masked=masked, seed=seed)
+        fit(data, out / name, steps=steps, seg_steps=seg_steps, masked=masked, seed=seed)
     return write_report(out, data, report)
 
 
 def write_report(out: str | Path, data, report=None) -> Path:
     """Evaluates OUT/masked and OUT/unmasked on the same held-out episodes; writes compare.json, the
     markdown report (default OUT/idm.md) and idm_joints.png next to it."""
-    from gw_jax.idm import cli, train
-    from gw_jax.idm import data as idm_data
-
     out, arrays = Path(out), idm_data.load_episodes(data)
     results, curves = {}, {}
     for name in ("masked", "unmasked"):
-        meta, *_ = checkpoint = train.load(out / name)
-        results[name] = dict(summary=meta["summary"], steps=meta["steps"], metrics=cli.evaluate(out / name, data))
+        trained = load(out / name)
+        results[name] = dict(summary=trained.meta["summary"], steps=trained.meta["steps"],
+                             metrics=evaluate(out / name, data))
         first = results[name]["metrics"]["episodes"][0]  # both runs share the split: the same held-out episode
         row = int(np.flatnonzero(arrays["indices"] == first)[0])
-        curves[name] = cli._predict(*checkpoint, arrays["frames"][row:row + 1])[0][0]
+        curves[name] = predict(trained, arrays["frames"][row:row + 1])[0][0]
     report = Path(report) if report else out / "idm.md"
     plot = report.parent / "idm_joints.png"
     names = arrays["joint_names"].tolist()

@@ -4,6 +4,7 @@ Called like the reference, in its NCTHW layout::
 
     model = GigaWorld0DiT.from_pretrained("checkpoint/transformer")      # reference layout
     out = model(x, timesteps, crossattn_emb, fps, padding_mask)           # (B, 16, T, H, W)
+    model.load_lora({"robot": ("lora_dir", 0.5)}, fuse=False)             # the release's LoRA adapters
 
 x (B, C_in, T, H, W) latents + reference-mask channel; timesteps (B, 1, T, 1, 1) one flow time per
 latent frame; crossattn_emb (B, L, C_text); fps a scalar or (B,); padding_mask (B, 1, 8H, 8W).
@@ -14,6 +15,8 @@ Blocks are stacked (a leading ``layers`` axis on every block parameter) and run 
 from __future__ import annotations
 
 import functools
+import inspect
+import operator
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,9 +25,12 @@ import jax.numpy as jnp
 from einops import rearrange
 from flax import nnx
 
-from gw_jax.errors import UserInputError, load_json
+from gw_jax.convert.dit_weights import load_reference_weights, save_reference_weights
+from gw_jax.errors import UserInputError, check_types, load_json
 from gw_jax.models.dit_blocks import FinalLayer, TransformerBlock, timestep_sinusoid
+from gw_jax.models import lora
 from gw_jax.models.layers import RMSNorm, linear
+from gw_jax.models.neighborhood_attention import NattenSchedule, to_json
 from gw_jax.models.rope import rope_angles
 from gw_jax.parallel.logical import constrain
 
@@ -52,7 +58,7 @@ def nearest_resize_2d(mask_bchw: jax.Array, height: int, width: int) -> jax.Arra
 
 class GigaWorld0DiT(nnx.Module):
     def __init__(self, max_img_h: int, max_img_w: int, max_frames: int, in_channels: int, out_channels: int,
-                 patch_spatial: int, patch_temporal: int, concat_padding_mask: bool = True,
+                 patch_spatial: int | list[int], patch_temporal: int, concat_padding_mask: bool = True,
                  block_config: str = "FA-CA-MLP", model_channels: int = 768, num_blocks: int = 10,
                  num_heads: int = 16, mlp_ratio: float = 4.0, crossattn_emb_channels: int = 1024,
                  adaln_lora_dim: int = 256, rope_h_extrapolation_ratio: float = 1.0,
@@ -60,10 +66,12 @@ class GigaWorld0DiT(nnx.Module):
                  natten_parameters: list | None = None, moe_parameters: Mapping | None = None, *,
                  scan_blocks: bool = True, remat_policy: str = "none", dtype="float32",
                  param_dtype="float32", attention_impl: str = "xla", rngs: nnx.Rngs):
-        if natten_parameters is not None:
-            raise UserInputError("natten_parameters: neighbourhood attention is not supported by gw_jax")
         if isinstance(patch_spatial, (list, tuple)):
             patch_spatial = int(patch_spatial[0])
+        # per-block NATTEN neighbourhoods, checked against the largest latent grid the config declares
+        self.natten = NattenSchedule.from_config(
+            natten_parameters, num_blocks, (max_frames // patch_temporal, max_img_h // patch_spatial,
+                                            max_img_w // patch_spatial))
         if remat_policy not in REMAT_POLICIES:
             raise UserInputError(f"remat_policy {remat_policy!r}: choose from {sorted(REMAT_POLICIES)}")
         if model_channels % num_heads:
@@ -77,6 +85,7 @@ class GigaWorld0DiT(nnx.Module):
             rope_h_extrapolation_ratio=rope_h_extrapolation_ratio,
             rope_w_extrapolation_ratio=rope_w_extrapolation_ratio,
             rope_t_extrapolation_ratio=rope_t_extrapolation_ratio,
+            natten_parameters=to_json(natten_parameters),
             moe_parameters=dict(moe_parameters) if moe_parameters is not None else None,
         )
         self.scan_blocks, self.remat_policy, self.attention_impl = scan_blocks, remat_policy, attention_impl
@@ -92,7 +101,8 @@ class GigaWorld0DiT(nnx.Module):
 
         make_block = functools.partial(
             TransformerBlock, block_config, d, crossattn_emb_channels, num_heads, mlp_ratio, adaln_lora_dim,
-            self.config["moe_parameters"], attention_impl=attention_impl, **kw)
+            self.config["moe_parameters"], attention_impl=attention_impl,
+            natten_options=self.natten.options if self.natten else (), **kw)
 
         @nnx.split_rngs(splits=num_blocks)
         @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
@@ -105,35 +115,53 @@ class GigaWorld0DiT(nnx.Module):
 
     # ----------------------------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, config: Mapping, *, rngs: nnx.Rngs) -> "GigaWorld0DiT":
-        """From a ``config.model`` section (reference kwargs + gw_jax options); unknown keys are errors."""
+    def from_config(cls, config: Mapping, *, rngs: nnx.Rngs, where: str = "config.model") -> "GigaWorld0DiT":
+        """From a ``config.model`` section (reference kwargs + gw_jax options); unknown keys and values of the
+        wrong type are errors naming the field (``where`` names the file or section in the message).
+        ``pretrained`` (where training takes the weights from) is not a constructor argument."""
         kwargs = dict(config.to_dict() if hasattr(config, "to_dict") else config)
-        kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_")}  # e.g. diffusers' _class_name
-        import inspect
-
+        kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_") and k != "pretrained"}  # _class_name
         known = set(inspect.signature(cls.__init__).parameters) - {"self", "rngs"}
         unknown = sorted(set(kwargs) - known)
         if unknown:
-            raise UserInputError(f"unknown DiT config keys: {unknown}")
+            raise UserInputError(f"{where}: unknown DiT config keys: {unknown}")
+        check_types(cls.__init__, kwargs, where=where)
         return cls(**kwargs, rngs=rngs)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype="float32", **options) -> "GigaWorld0DiT":
-        """Loads a reference checkpoint dir (config.json + safetensors, single or sharded with index)."""
-        from gw_jax.convert.dit_weights import load_reference_weights
+    def from_pretrained(cls, path: str | Path, dtype="float32", *, verify_checksums: bool = True,
+                        **options) -> "GigaWorld0DiT":
+        """Loads a reference checkpoint dir (config.json + safetensors, single or sharded with index).
 
+        ``verify_checksums``: check the weights files against the SHA256SUMS ``save_pretrained`` writes
+        (folders without one, e.g. the release's, are not checked)."""
         path = Path(path)
-        config = load_json(path / "config.json", what="a reference checkpoint directory's config")
+        file = path / "config.json"
+        config = load_json(file, what="a reference checkpoint directory's config")
+        if not isinstance(config, dict):
+            raise UserInputError(f"{file}: a JSON object of constructor kwargs expected")
         config = {k: v for k, v in config.items() if not k.startswith("_")}
-        model = nnx.eval_shape(lambda: cls.from_config({**config, "dtype": dtype, **options}, rngs=nnx.Rngs(0)))
-        load_reference_weights(model, path)
+        model = nnx.eval_shape(lambda: cls.from_config({**config, "dtype": dtype, **options}, rngs=nnx.Rngs(0),
+                                                       where=str(file)))
+        load_reference_weights(model, path, verify_checksums=verify_checksums)
         return model
 
     def save_pretrained(self, path: str | Path, *, max_shard_bytes: int | None = None) -> None:
-        """Writes config.json + reference-named safetensors (sharded with an index past max_shard_bytes)."""
-        from gw_jax.convert.dit_weights import save_reference_weights
-
+        """Writes config.json + reference-named safetensors (sharded with an index past max_shard_bytes) and
+        their SHA-256s (SHA256SUMS, the ``sha256sum -c`` format)."""
         save_reference_weights(self, Path(path), max_shard_bytes=max_shard_bytes)
+
+    def load_lora(self, model_path_dict, fuse: bool = False) -> None:
+        """The release's ``load_lora``: ``{name: path or (path, scale)}`` (or one path) of adapters saved in
+        its peft format; several adapters add up, ``fuse`` merges them into the base weights."""
+        lora.load_lora(self, model_path_dict, fuse=fuse)
+
+    def fuse_lora(self) -> None:
+        lora.fuse_lora(self)
+
+    def save_lora(self, path: str | Path) -> Path:
+        """The active adapters in the release's format (``path/diffusion_pytorch_model.safetensors``)."""
+        return lora.save_lora(self, path)
 
     # ----------------------------------------------------------------------------------------------
     def __call__(self, x, timesteps, crossattn_emb, fps, padding_mask=None):
@@ -149,6 +177,8 @@ class GigaWorld0DiT(nnx.Module):
             x = jnp.concatenate([x, jnp.broadcast_to(mask[:, :, None], (b, 1, frames, height, width))], axis=1)
         tokens = rearrange(x, "b c (t r) (h m) (w n) -> b t (h w) (c r m n)", r=pt, m=p, n=p)
         t, h, w = frames // pt, height // p, width // p
+        if self.natten is not None:
+            self.natten.check((t, h, w))
         x_btsd = self.x_embedder(tokens.astype(self.dtype))
         x_btsd = constrain(x_btsd, ("act_batch", None, "act_length", "act_embed"))
 
@@ -161,26 +191,32 @@ class GigaWorld0DiT(nnx.Module):
         emb = self.affline_norm(sinusoid).astype(self.dtype)
         context = crossattn_emb.astype(self.dtype)
 
-        x_btsd = self._run_blocks(x_btsd, emb, adaln_lora, context, angles)
+        x_btsd = self._run_blocks(x_btsd, emb, adaln_lora, context, angles, (t, h, w))
         out = self.final_layer(x_btsd, emb, adaln_lora)
         return rearrange(out.astype(jnp.float32), "b t (h w) (m n r c) -> b c (t r) (h m) (w n)",
                          h=h, w=w, m=p, n=p, r=pt)
 
-    def _run_blocks(self, x_btsd, emb, adaln_lora, context, angles):
-        def apply(block, x):
-            return block(x, emb, adaln_lora, context, angles)
+    def _run_blocks(self, x_btsd, emb, adaln_lora, context, angles, grid):
+        # block i's self-attention: natten option codes[i] (dense or a neighbourhood); a traced code
+        # (scanned blocks with different codes) selects the kernel with lax.switch
+        codes = self.natten.codes if self.natten is not None else (0,) * self.config["num_blocks"]
+        uniform = len(set(codes)) == 1
+
+        def apply(block, x, code):
+            sparse = None if self.natten is None else (codes[0] if uniform else code, grid)
+            return block(x, emb, adaln_lora, context, angles, sparse=sparse)
 
         policy = REMAT_POLICIES[self.remat_policy]
         if self.remat_policy != "none":
             apply = nnx.remat(apply, policy=policy)
         if self.scan_blocks:
-            @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry, transform_metadata={nnx.PARTITION_NAME: "layers"})
-            def scan_fn(block, x):
-                return apply(block, x)
+            @nnx.scan(in_axes=(0, nnx.Carry, 0), out_axes=nnx.Carry, transform_metadata={nnx.PARTITION_NAME: "layers"})
+            def scan_fn(block, x, code):
+                return apply(block, x, code)
 
-            return scan_fn(self.blocks, x_btsd)
+            return scan_fn(self.blocks, x_btsd, jnp.asarray(codes, jnp.int32))
         graphdef, state = nnx.split(self.blocks)
         for i in range(self.config["num_blocks"]):
-            block = nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state))
-            x_btsd = apply(block, x_btsd)
+            block = nnx.merge(graphdef, jax.tree.map(operator.itemgetter(i), state))
+            x_btsd = apply(block, x_btsd, codes[i])
         return x_btsd

@@ -12,6 +12,7 @@ from einops import rearrange
 from flax import nnx
 
 from gw_jax.models.attention import attention
+from gw_jax.models.neighborhood_attention import scheduled_attention
 from gw_jax.models.layers import RMSNorm, layer_norm, linear
 from gw_jax.models.rope import apply_rope
 from gw_jax.parallel.logical import constrain
@@ -25,8 +26,9 @@ class Attention(nnx.Module):
     """Bias-free multi-head attention with RMSNorm on q and k per head; RoPE on self-attention only."""
 
     def __init__(self, dim: int, context_dim: int | None, num_heads: int, *, attention_impl: str,
-                 rngs: nnx.Rngs, dtype, param_dtype):
+                 rngs: nnx.Rngs, dtype, param_dtype, natten_options: tuple = ()):
         self.is_self = context_dim is None
+        self.natten_options = tuple(natten_options) if self.is_self else ()  # distinct NATTEN configs
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         inner = self.num_heads * self.head_dim
         kv_in = dim if self.is_self else context_dim
@@ -41,7 +43,7 @@ class Attention(nnx.Module):
         # cross-attention keys are a handful of text tokens: never context-parallel
         self.attention_impl = attention_impl if self.is_self or not attention_impl.startswith("context") else "xla"
 
-    def __call__(self, x_bld, context_bmc=None, rope_angles=None):
+    def __call__(self, x_bld, context_bmc=None, rope_angles=None, sparse=None):
         source = x_bld if self.is_self else context_bmc
         split = lambda t: rearrange(t, "b l (h d) -> b l h d", h=self.num_heads)
         q = self.q_norm(split(self.to_q(x_bld)))
@@ -50,7 +52,12 @@ class Attention(nnx.Module):
         if self.is_self and rope_angles is not None:
             q, k = apply_rope(q, rope_angles), apply_rope(k, rope_angles)
         q = constrain(q, ("act_batch", "act_length", "act_heads", None))
-        out = attention(q, k, v, impl=self.attention_impl)
+        if self.natten_options and sparse is not None:  # sparse = (code, latent grid) of this block
+            dense = lambda q, k, v: attention(q, k, v, impl=self.attention_impl)
+            out = scheduled_attention(q, k, v, code=sparse[0], grid=sparse[1], options=self.natten_options,
+                                      impl=self.attention_impl, dense=dense)
+        else:
+            out = attention(q, k, v, impl=self.attention_impl)
         return self.to_out(rearrange(out, "b l h d -> b l (h d)"))
 
 
@@ -82,7 +89,8 @@ class MoEFeedForward(nnx.Module):
         self.num_experts, self.top_k = num_routed_experts, num_activated_experts
         self.dtype = dtype
         init = nnx.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
-        self.gate = nnx.Param(nnx.initializers.normal(dim ** -0.5)(rngs.params(), (dim, num_routed_experts), param_dtype),
+        gate_init = nnx.initializers.normal(dim ** -0.5)
+        self.gate = nnx.Param(gate_init(rngs.params(), (dim, num_routed_experts), param_dtype),
                               out_sharding=("embed", None))
         self.w1 = nnx.Param(init(rngs.params(), (num_routed_experts, dim, hidden), param_dtype),
                             out_sharding=("experts", "embed", "mlp"))
@@ -116,12 +124,14 @@ class ModulatedSubBlock(nnx.Module):
     """LayerNorm -> x*(1+scale)+shift -> f -> x + gate*f, with (shift, scale, gate) from adaLN-LoRA."""
 
     def __init__(self, kind: str, dim: int, context_dim: int, num_heads: int, mlp_ratio: float,
-                 adaln_lora_dim: int, moe_parameters: dict | None, *, attention_impl: str, rngs, dtype, param_dtype):
+                 adaln_lora_dim: int, moe_parameters: dict | None, *, attention_impl: str, rngs, dtype, param_dtype,
+                 natten_options: tuple = ()):
         kind = kind.lower()
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.kind = kind
         if kind in SELF_ATTENTION:
-            self.block = Attention(dim, None, num_heads, attention_impl=attention_impl, **kw)
+            self.block = Attention(dim, None, num_heads, attention_impl=attention_impl,
+                                   natten_options=natten_options, **kw)
         elif kind in CROSS_ATTENTION:
             self.block = Attention(dim, context_dim, num_heads, attention_impl=attention_impl, **kw)
         elif kind in MLP:
@@ -133,7 +143,7 @@ class ModulatedSubBlock(nnx.Module):
         self.adaln_down = linear(dim, adaln_lora_dim, ("embed", "adaln"), **kw)
         self.adaln_up = linear(adaln_lora_dim, 3 * dim, ("adaln", "modulation"), **kw)
 
-    def __call__(self, x_btsd, emb_btd, adaln_lora_btd, context_bmc, rope_angles):
+    def __call__(self, x_btsd, emb_btd, adaln_lora_btd, context_bmc, rope_angles, sparse=None):
         b, t, s, d = x_btsd.shape
         modulation = self.adaln_up(self.adaln_down(jax.nn.silu(emb_btd))) + adaln_lora_btd
         shift, scale, gate = (m[:, :, None, :] for m in jnp.split(modulation, 3, axis=-1))
@@ -142,7 +152,7 @@ class ModulatedSubBlock(nnx.Module):
         if self.kind in MLP:
             out = self.block(tokens)
         else:
-            out = self.block(tokens, context_bmc, rope_angles)
+            out = self.block(tokens, context_bmc, rope_angles, sparse=sparse)
         return x_btsd + gate * rearrange(out, "b (t s) d -> b t s d", t=t).astype(x_btsd.dtype)
 
 
@@ -150,16 +160,18 @@ class TransformerBlock(nnx.Module):
     """The sub-blocks of ``block_config`` (default FA-CA-MLP) applied in order."""
 
     def __init__(self, block_config: str, dim: int, context_dim: int, num_heads: int, mlp_ratio: float,
-                 adaln_lora_dim: int, moe_parameters: dict | None, *, attention_impl: str, rngs, dtype, param_dtype):
+                 adaln_lora_dim: int, moe_parameters: dict | None, *, attention_impl: str, rngs, dtype, param_dtype,
+                 natten_options: tuple = ()):
         self.sub_blocks = nnx.List([
             ModulatedSubBlock(kind, dim, context_dim, num_heads, mlp_ratio, adaln_lora_dim, moe_parameters,
-                              attention_impl=attention_impl, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+                              attention_impl=attention_impl, rngs=rngs, dtype=dtype, param_dtype=param_dtype,
+                              natten_options=natten_options)
             for kind in block_config.split("-")
         ])
 
-    def __call__(self, x_btsd, emb_btd, adaln_lora_btd, context_bmc, rope_angles):
+    def __call__(self, x_btsd, emb_btd, adaln_lora_btd, context_bmc, rope_angles, sparse=None):
         for sub_block in self.sub_blocks:
-            x_btsd = sub_block(x_btsd, emb_btd, adaln_lora_btd, context_bmc, rope_angles)
+            x_btsd = sub_block(x_btsd, emb_btd, adaln_lora_btd, context_bmc, rope_angles, sparse=sparse)
         return x_btsd
 
 

@@ -14,6 +14,7 @@ that do not divide by the spatial factor are errors rather than silently dropped
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 from einops import rearrange
 from flax import nnx
 
+from gw_jax.convert.vae_weights import load_diffusers_weights
 from gw_jax.errors import UserInputError, load_json
 from gw_jax.models.vae_blocks import (AttentionBlock, CausalConv3d, ChannelRMSNorm, MidBlock, ResidualBlock,
                                       Resample, run_sequence)
@@ -57,7 +59,7 @@ class Encoder(nnx.Module):
         dims = [dim * m for m in [1, *dim_mult]]
         self.conv_in = CausalConv3d(in_channels, dims[0], (3, 3, 3), padding=(1, 1, 1), rngs=rngs, **kw)
         blocks, scale = [], 1.0
-        for level, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+        for level, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
             for _ in range(num_res_blocks):
                 blocks.append(ResidualBlock(in_dim, out_dim, rngs=rngs, **kw))
                 if scale in attn_scales:
@@ -88,7 +90,7 @@ class Decoder(nnx.Module):
         self.conv_in = CausalConv3d(z_channels, dims[0], (3, 3, 3), padding=(1, 1, 1), rngs=rngs, **kw)
         self.mid_block = MidBlock(dims[0], rngs=rngs, **kw)
         up_blocks = []
-        for level, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+        for level, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
             if level > 0:
                 in_dim //= 2  # the previous level's upsampler halved the width
             resnets = []
@@ -173,8 +175,6 @@ class WanVAE(nnx.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype=None, param_dtype=jnp.float32) -> "WanVAE":
         """Loads a diffusers ``AutoencoderKLWan`` folder (``config.json`` + (sharded) safetensors)."""
-        from gw_jax.convert.vae_weights import load_diffusers_weights
-
         path = Path(path)
         config = load_json(path / "config.json", what="a diffusers AutoencoderKLWan config")
         model = nnx.eval_shape(lambda: cls(rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype, **config))
@@ -250,8 +250,6 @@ _decode_jit = nnx.jit(WanVAE._decode, static_argnames="streaming")
 
 def vae_from_config(vae_config) -> WanVAE:
     """``config.vae`` -> WanVAE: the diffusers folder in ``pretrained``, else random init from its fields."""
-    from flax import nnx
-
     if vae_config.get("pretrained"):
         return WanVAE.from_pretrained(vae_config.pretrained)
     fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(vae_config).items()
@@ -276,8 +274,6 @@ class WanLatentCodec:
 
     def latent_fn(self):
         """(pure function (vae_state, video) -> normalised latents, vae_state) for use inside a train step."""
-        from flax import nnx
-
         graphdef, state = nnx.split(self.vae)
 
         def encode(vae_state, video):

@@ -123,10 +123,8 @@ class AttentionBlock(nnx.Module):
     def __call__(self, x, cache: Cache = None, first: bool = True):
         batch, frames, height, width, dim = x.shape
         qkv = self.to_qkv.apply(self.norm(x)).reshape(batch * frames, height * width, 3 * dim)
-        q, k, v = jnp.split(qkv, 3, axis=-1)
-        logits = jnp.einsum("bqc,bkc->bqk", q, k).astype(jnp.float32) * dim ** -0.5
-        weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bqk,bkc->bqc", weights, v).reshape(batch, frames, height, width, dim)
+        q, k, v = jnp.split(qkv[:, :, None], 3, axis=-1)  # one head: (B*T, H*W, 1, C)
+        out = jax.nn.dot_product_attention(q, k, v, implementation="xla").reshape(batch, frames, height, width, dim)
         return x + self.proj.apply(out), None
 
 
@@ -206,7 +204,7 @@ def run_sequence(layers, x, cache: Cache, first: bool):
     """Runs blocks in order, each with its own entry of the cache list."""
     caches = cache if cache is not None else [None] * len(layers)
     new_caches = []
-    for layer, layer_cache in zip(layers, caches):
+    for layer, layer_cache in zip(layers, caches, strict=True):
         x, layer_cache = layer(x, layer_cache, first)
         new_caches.append(layer_cache)
     return x, new_caches

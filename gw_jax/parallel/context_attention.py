@@ -22,11 +22,8 @@ from gw_jax.parallel.logical import current_mesh, logical_to_spec
 CONTEXT_AXIS = "context"
 
 
-def _reference_attention(q, k, v):
-    scale = q.shape[-1] ** -0.5
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32)) * scale
-    weights = jax.nn.softmax(logits, axis=-1)
-    return jnp.einsum("bhqk,bkhd->bqhd", weights, v.astype(jnp.float32)).astype(q.dtype)
+def _plain_attention(q, k, v):
+    return jax.nn.dot_product_attention(q, k, v, implementation="xla")
 
 
 def _specs(mesh):
@@ -35,10 +32,10 @@ def _specs(mesh):
     return q_spec
 
 
-def _allgather_local(q, k, v):
+def _allgather_local(q, k, v, *, attention_fn):
     k = jax.lax.all_gather(k, CONTEXT_AXIS, axis=1, tiled=True)
     v = jax.lax.all_gather(v, CONTEXT_AXIS, axis=1, tiled=True)
-    return _reference_attention(q, k, v)
+    return attention_fn(q, k, v)
 
 
 def _ring_local(q, k, v, *, axis_size: int):
@@ -68,12 +65,16 @@ def _ring_local(q, k, v, *, axis_size: int):
 
 
 def context_parallel_attention(q, k, v, *, schedule: str = "ring", fallback=None):
-    """Self-attention with q, k, v (B, L, H, D) split over ``context``; ``fallback`` when unsharded."""
+    """Self-attention with q, k, v (B, L, H, D) split over ``context``. ``fallback``: the plain attention
+    (q, k, v) -> out used unsharded and, by ``allgather``, on each device's block (default:
+    ``jax.nn.dot_product_attention``, XLA path)."""
+    fallback = fallback or _plain_attention
     mesh = current_mesh()
     size = 1 if mesh is None else mesh.shape.get(CONTEXT_AXIS, 1)
     if size == 1 or q.shape[1] % size or k.shape[1] % size:
-        return (fallback or _reference_attention)(q, k, v)
+        return fallback(q, k, v)
     spec = _specs(mesh)
-    local = _allgather_local if schedule == "allgather" else functools.partial(_ring_local, axis_size=size)
+    local = (functools.partial(_allgather_local, attention_fn=fallback) if schedule == "allgather"
+             else functools.partial(_ring_local, axis_size=size))
     return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec,
                          check_vma=False)(q, k, v)

@@ -7,22 +7,22 @@
 Trajectory files are ``.npz`` with ``states`` ``(T + 1, 2)`` = [position m, velocity m/s] and
 ``actions`` ``(T,)`` = motor force N applied during each step of ``dt`` = 0.01 s (optional key,
 checked); a leading batch axis ``(N, T + 1, 2)`` / ``(N, T)`` fits one parameter set to several.
+The work lives in the library (``gw_jax.physics.pipeline``, ``identify``); this module parses flags and
+renders the eval report.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from gw_jax.errors import UserInputError
 from gw_jax.physics import system as sysmod
-
-SURROGATE_FILE = "surrogate_{kind}.msgpack"
+from gw_jax.physics.identify import METHOD_LABELS, benchmark
+from gw_jax.physics.pipeline import fit_trajectories, trained_surrogates
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,14 +38,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sim = sub.add_parser("simulate", help="write an example trajectory file with known parameters")
     sim.add_argument("--out", required=True, help="output .npz")
     sim.add_argument("--steps", type=int, default=200)
-    for name, default in zip(sysmod.PARAM_NAMES, (1.0, 20.0, 1.0)):
+    for name, default in zip(sysmod.PARAM_NAMES, (1.0, 20.0, 1.0), strict=True):
         sim.add_argument(f"--{name}", type=float, default=default)
     sim.add_argument("--seed", type=int, default=0)
 
     fit = sub.add_parser("fit", parents=[train], help="identify parameters from a trajectory file")
     fit.add_argument("--trajectories", required=True, help=".npz with states (T+1, 2) and actions (T,)")
     fit.add_argument("--out", required=True, help="folder for params.json, params.xml (and a cached surrogate)")
-    fit.add_argument("--surrogate", help="trained PINN surrogate checkpoint (default: train one, cached in --out)")
+    fit.add_argument("--surrogate", help="trained PINN surrogate checkpoint folder (Orbax; default: train one, "
+                     "cached as OUT/surrogate_pinn)")
 
     ev = sub.add_parser("eval", parents=[train], help="benchmark on held-out systems with known parameters")
     ev.add_argument("--systems", type=int, default=16, help="held-out systems")
@@ -55,37 +56,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     return {"simulate": _simulate, "fit": _fit, "eval": _eval}[args.action](args)
-
-
-def load_trajectories(path) -> tuple[np.ndarray, np.ndarray]:
-    """``states (N, T + 1, 2)`` and ``actions (N, T)`` from an npz, with errors that name the key."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"trajectory file {path}: no such file")
-    try:
-        with np.load(path) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise UserInputError(f"trajectory file {path}: not a readable .npz ({e})") from None
-    for key in ("states", "actions"):
-        if key not in arrays:
-            raise UserInputError(f"trajectory file {path}: missing key {key!r} (has {sorted(arrays)})")
-    states, actions = arrays["states"].astype(np.float64), arrays["actions"].astype(np.float64)
-    if states.ndim == 2:
-        states, actions = states[None], actions[None]
-    if states.ndim != 3 or states.shape[-1] != 2:
-        raise UserInputError(f"trajectory file {path}: 'states' must be (T+1, 2) [position, velocity], "
-                             f"got {arrays['states'].shape}")
-    if actions.shape != (states.shape[0], states.shape[1] - 1):
-        raise UserInputError(f"trajectory file {path}: 'actions' must be (T,) = one force per step of 'states' "
-                             f"{arrays['states'].shape}, got {arrays['actions'].shape}")
-    if actions.shape[1] < 8:
-        raise UserInputError(f"trajectory file {path}: 'actions' has {actions.shape[1]} steps, need at least 8")
-    if "dt" in arrays and not np.isclose(float(arrays["dt"]), sysmod.DT):
-        raise UserInputError(f"trajectory file {path}: 'dt' = {float(arrays['dt'])}, the system uses {sysmod.DT}")
-    if not (np.isfinite(states).all() and np.isfinite(actions).all()):
-        raise UserInputError(f"trajectory file {path}: 'states'/'actions' contain NaN or inf")
-    return states, actions
 
 
 def _simulate(args) -> int:
@@ -99,55 +69,21 @@ def _simulate(args) -> int:
     return 0
 
 
-def _trained_surrogates(args, kinds, cache_dir=None) -> dict:
-    """Surrogates of each kind, loaded from ``cache_dir`` when there, else trained (and cached)."""
-    from gw_jax.physics.surrogate import Surrogate, train_surrogate
-
-    out, dataset = {}, None
-    for kind in kinds:
-        cached = Path(cache_dir) / SURROGATE_FILE.format(kind=kind) if cache_dir else None
-        if cached is not None and cached.is_file():
-            out[kind] = (Surrogate.load(cached), 0.0)
-            continue
-        if dataset is None:
-            dataset = sysmod.make_dataset(args.seed, args.train_rollouts)
-        start = time.perf_counter()
-        surrogate, losses = train_surrogate(kind, dataset, steps=args.train_steps, seed=args.seed)
-        out[kind] = (surrogate, time.perf_counter() - start)
-        print(f"trained {kind} surrogate in {out[kind][1]:.1f}s (final loss {losses[-100:].mean():.2e})")
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            surrogate.save(cached)
-    return out
-
-
 def _fit(args) -> int:
-    from gw_jax.physics.identify import identify_gradient
-    from gw_jax.physics.surrogate import Surrogate
-
-    states, actions = load_trajectories(args.trajectories)
+    report = fit_trajectories(args.trajectories, args.out, surrogate=args.surrogate, restarts=args.restarts,
+                              iterations=args.iterations, horizon=args.horizon, seed=args.seed,
+                              train_rollouts=args.train_rollouts, train_steps=args.train_steps)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    surrogate = Surrogate.load(args.surrogate) if args.surrogate else _trained_surrogates(args, ["pinn"], out)["pinn"][0]
-    result = identify_gradient(surrogate, states, actions, restarts=args.restarts, steps=args.iterations,
-                               horizon=args.horizon, seed=args.seed)
-    params = dict(zip(sysmod.PARAM_NAMES, map(float, result["params"])))
-    report = {**params, "final_loss": float(result["loss_history"][-1]), "trajectories": str(args.trajectories),
-              "ranges": {n: [float(lo), float(hi)] for n, lo, hi in
-                         zip(sysmod.PARAM_NAMES, sysmod.PARAM_LOW, sysmod.PARAM_HIGH)}}
-    (out / "params.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "params.xml").write_text(sysmod.mjcf_snippet(result["params"]))
-    print(sysmod.mjcf_snippet(result["params"]), end="")
+    print(sysmod.mjcf_snippet([report[n] for n in sysmod.PARAM_NAMES]), end="")
     print(f"wrote {out / 'params.json'} and {out / 'params.xml'}")
     return 0
 
 
 def _eval(args) -> int:
-    from gw_jax.physics.identify import benchmark
-
     if args.systems < 1:
         raise UserInputError("--systems must be at least 1")
-    surrogates = _trained_surrogates(args, ["pinn", "mlp"])
+    surrogates = trained_surrogates(["pinn", "mlp"], train_rollouts=args.train_rollouts,
+                                    train_steps=args.train_steps, seed=args.seed)
     metrics, histories = benchmark(surrogates, args.systems, restarts=args.restarts, iterations=args.iterations,
                                    horizon=args.horizon, seed=args.seed)
     print(json.dumps({k: v for k, v in metrics.items() if k.startswith("rel_err")}, indent=2))
@@ -168,8 +104,6 @@ def write_plot(histories: dict, path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from gw_jax.physics.identify import METHOD_LABELS
 
     colors = {"pinn": "tab:blue", "mlp": "tab:orange", "cmaes": "tab:green"}
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(11, 4))
@@ -218,5 +152,6 @@ def write_report(metrics: dict) -> str:
         m = metrics["methods"][kind]
         lines.append(f"| {m['label']} | {m['train_s']:.1f} | {m['heldout_one_step_loss']:.2e} | "
                      f"{m['heldout_rollout_nrmse']:.3f} | {m['compile_s']:.1f} |")
-    lines.append(f"\nCMA-ES median simulator rollouts per system: {metrics['methods']['cmaes']['median_evaluations']:.0f}")
+    cmaes_runs = metrics["methods"]["cmaes"]["median_evaluations"]
+    lines.append(f"\nCMA-ES median simulator rollouts per system: {cmaes_runs:.0f}")
     return "\n".join(lines) + "\n"

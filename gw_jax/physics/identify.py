@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gw_jax.physics.surrogate import Surrogate
-from gw_jax.physics.system import PARAM_HIGH, PARAM_LOW, SliderSystem, from_unit
+from gw_jax.physics.surrogate import Surrogate, evaluate_one_step, rollout
+from gw_jax.physics.system import PARAM_HIGH, PARAM_LOW, PARAM_NAMES, SliderSystem, from_unit, make_dataset
 
 
 def _batched(states, actions):
@@ -106,7 +106,8 @@ def simulator_loss(system: SliderSystem, phys, states, actions) -> float:
     """MSE between MuJoCo re-simulations with ``phys`` and the observed trajectories (per-component
     normalised by the observed spread)."""
     scale = states.reshape(-1, 2).std(0) + 1e-8
-    errors = [np.mean(np.square((system.simulate(phys, a, s[0]) - s) / scale)) for s, a in zip(states, actions)]
+    errors = [np.mean(np.square((system.simulate(phys, a, s[0]) - s) / scale))
+              for s, a in zip(states, actions, strict=True)]
     return float(np.mean(errors))
 
 
@@ -188,8 +189,6 @@ def time_to_target(param_history, truth, wall_s: float) -> float:
 
 def rollout_nrmse(surrogate: Surrogate, dataset: dict) -> float:
     """Open-loop rollout error with the true parameters, RMSE per component / the state's spread."""
-    from gw_jax.physics.surrogate import rollout
-
     batched = jax.jit(jax.vmap(lambda s, a, p: rollout(surrogate, s[0], a, p)))
     states = dataset["states"]
     predicted = np.asarray(batched(states.astype(np.float32), dataset["actions"].astype(np.float32),
@@ -204,9 +203,6 @@ def benchmark(surrogates: dict, systems: int, restarts: int = 8, iterations: int
     ``surrogates`` maps ``"pinn"``/``"mlp"`` to ``(Surrogate, train_seconds)``. Returns the metrics
     dict (JSON-ready) and per-method histories ``[(seconds (I,), mean rel. error (I,), loss (I,))]``.
     """
-    from gw_jax.physics.surrogate import evaluate_one_step
-    from gw_jax.physics.system import PARAM_NAMES, make_dataset
-
     heldout = make_dataset(seed + 10_000, systems)
     errors = {m: [] for m in METHOD_LABELS}
     walls, reach, histories, extra = ({m: [] for m in METHOD_LABELS} for _ in range(4))
@@ -233,8 +229,8 @@ def benchmark(surrogates: dict, systems: int, restarts: int = 8, iterations: int
         err = np.array(errors[method])
         table[method] = {
             "label": label,
-            "median_rel_err": dict(zip(PARAM_NAMES, np.median(err, 0).tolist())),
-            "max_rel_err": dict(zip(PARAM_NAMES, err.max(0).tolist())),
+            "median_rel_err": dict(zip(PARAM_NAMES, np.median(err, 0).tolist(), strict=True)),
+            "max_rel_err": dict(zip(PARAM_NAMES, err.max(0).tolist(), strict=True)),
             "median_wall_s": float(np.median(walls[method])),
             "total_wall_s": float(np.sum(walls[method])),
             "median_time_to_target_s": float(np.median(reach[method])),
@@ -252,9 +248,9 @@ def benchmark(surrogates: dict, systems: int, restarts: int = 8, iterations: int
     metrics = {f"rel_err_{n}": pinn["median_rel_err"][n] for n in PARAM_NAMES}
     metrics.update({
         "target_met": bool(np.all(medians <= TARGET) and pinn["median_wall_s"] < table["cmaes"]["median_wall_s"]),
-        "target": dict(zip(PARAM_NAMES, TARGET.tolist())),
+        "target": dict(zip(PARAM_NAMES, TARGET.tolist(), strict=True)),
         "systems": systems, "restarts": restarts, "iterations": iterations, "horizon": horizon, "methods": table,
-        "per_system": [{"truth": dict(zip(PARAM_NAMES, heldout["params"][i].tolist())),
+        "per_system": [{"truth": dict(zip(PARAM_NAMES, heldout["params"][i].tolist(), strict=True)),
                         **{m: errors[m][i].tolist() for m in METHOD_LABELS}} for i in range(systems)],
     })
     return metrics, histories

@@ -104,7 +104,7 @@ def make_dataset(seed: int, rollouts: int, steps: int = 200) -> dict[str, np.nda
     params = sample_params(rng, rollouts)
     actions = excitation(rng, rollouts, steps)
     system = SliderSystem()
-    states = np.stack([system.simulate(p, a) for p, a in zip(params, actions)])
+    states = np.stack([system.simulate(p, a) for p, a in zip(params, actions, strict=True)])
     return {"params": params, "actions": actions, "states": states}
 
 

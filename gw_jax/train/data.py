@@ -6,12 +6,18 @@ checkpointer saves next to the model so a resumed run sees exactly the batches i
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from gw_jax.data.episodes import load_clips
+from gw_jax.data.loader import make_loader
 from gw_jax.errors import UserInputError
+from gw_jax.models.factory import load_codec, load_text_encoder
+from gw_jax.models.vae import WanLatentCodec, vae_from_config
 
 
 class ArrayBatches:
@@ -76,11 +82,6 @@ def make_batches(config):
     if config.latents == "precomputed":
         raise UserInputError("packed data carries video: use --config.latents=vae (the codec encodes clips "
                              "inside the train step)")
-    try:
-        from gw_jax.data import make_loader
-    except ImportError:
-        raise UserInputError("the packed-TFRecord Grain loader is not available in this build; "
-                             "train from episodes with --config.data.raw_dir=DIR") from None
     local_batch = config.train.global_batch_size // jax.process_count()
     return make_loader(config.data.packed_dir, batch_size=local_batch, num_frames=config.data.num_frames,
                        height=config.data.height, width=config.data.width, seed=config.seed,
@@ -89,13 +90,6 @@ def make_batches(config):
 
 
 def _batches_from_raw_episodes(config) -> ArrayBatches:
-    from pathlib import Path
-
-    import jax.numpy as jnp
-
-    from gw_jax.demo import load_clips
-    from gw_jax.diffusion.sample_cli import load_codec, load_text_encoder
-
     directory = Path(config.data.raw_dir)
     count = len(list(directory.glob("*.mp4")))
     if count == 0:
@@ -116,11 +110,7 @@ def make_latent_encoder(config):
     ``codec.name == "wan_vae"``: the Wan2.1 VAE from ``config.vae``; ``"pixel"``: the parameter-free
     pixel codec; ``"patch_vae"``: the demo's trained codec (frozen, from ``config.codec.path``).
     """
-    from gw_jax.models.vae import WanLatentCodec, vae_from_config
-
     if config.codec.name in ("pixel", "patch_vae"):
-        from gw_jax.diffusion.sample_cli import load_codec
-
         codec = load_codec(config)
         return (lambda _params, video: codec.encode(video)), None
 

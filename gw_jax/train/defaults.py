@@ -1,16 +1,20 @@
-"""Default sections shared by every experiment config (configs/*.py start from these)."""
+"""Default sections shared by every experiment config (configs/*.py start from these), and the demo's preset."""
 
 from __future__ import annotations
 
 import ml_collections
 
+from gw_jax.models.lora import DEFAULT_TARGETS
+from gw_jax.models.pixel_codec import PixelCodec
 from gw_jax.parallel.logical import DEFAULT_RULES
 
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.model = ml_collections.ConfigDict()  # filled by each experiment: reference DiT kwargs + options
+    # filled by each experiment: reference DiT kwargs + gw_jax options; ``pretrained``: a release folder (or its
+    # transformer/) to start from, whose config.json then gives the reference kwargs (gw_jax.train.pretrained)
+    c.model = ml_collections.ConfigDict(dict(pretrained=""))
 
     c.data = ml_collections.ConfigDict(dict(
         packed_dir="",  # output of `gw-jax pack`
@@ -40,6 +44,12 @@ def base_config() -> ml_collections.ConfigDict:
         adam_b1=0.9, adam_b2=0.99, adam_eps=1e-8, weight_decay=0.1, grad_clip_norm=1.0,
         ema_max_decay=0.9999,
         log_every=10, checkpoint_every=500, max_checkpoints=3, async_checkpoint=True,
+        profile_steps=0,  # > 0: trace that many steps (after the first) with jax.profiler into WORKDIR/profile
+        optimizer="adamw",  # "adamw" | "came" | "came8bit" (the release's: CAME8Bit, lr 2**-14.5, constant)
+        schedule="cosine",  # "cosine" (warmup, cosine decay) | "constant" (after warmup)
+        # "full" | "lora": adapters on lora_targets (reference module names) train, the base is frozen; the
+        # defaults are the release's LoraConfig (r=64, lora_alpha=r, q/k/v/out of self- and cross-attention)
+        mode="full", lora_rank=64, lora_alpha=64.0, lora_targets=DEFAULT_TARGETS,
     ))
     c.mesh = ml_collections.ConfigDict(dict(
         axes=ml_collections.ConfigDict(dict(data=-1, fsdp=1, context=1, tensor=1)),
@@ -52,3 +62,43 @@ def base_config() -> ml_collections.ConfigDict:
         coordinator_address="", num_processes=1, process_id=0,  # empty: single host or auto-detect
     ))
     return c
+
+
+# The demo (`gw-jax demo`, configs/demo.py): sim and data sizes, training length, and its DiT config.
+QUICK = dict(
+    train_episodes=32, heldout_episodes=16, sim_frames=17, size=64, sim_fps=8.0, clip_frames=9,
+    codec="patch_vae", codec_channels=16, codec_steps=1000, latent_noise=0.3, error_focus=0.01,  # the latent codec
+    steps=1500, batch_size=8, model_channels=96, p_mean=1.0, p_std=1.0,  # the DiT and its training sigmas
+    sample_steps=20, sigma_max=80.0, sample_params="ema",  # the reference sampler
+    feature_steps=400)  # the FVD feature network
+FULL = dict(QUICK, train_episodes=128, heldout_episodes=32, steps=6000, batch_size=16, codec_steps=2000)
+CODEC_POOL, CODEC_FOLD = 2, 4  # 64x64 frames -> 32x32 -> 8x8 latent grid
+
+
+def demo_config(settings: dict, codec_path: str = "") -> ml_collections.ConfigDict:
+    """The DiT + training config for the demo's latents (``codec_path``: the trained PatchVAE folder).
+
+    ``settings["codec"] == "pixel"`` gives the fixed pixel codec the demo used before (docs/demo.md)."""
+    pixel = settings["codec"] == "pixel"
+    channels = PixelCodec(pool=CODEC_POOL, fold=CODEC_FOLD).channels if pixel else settings["codec_channels"]
+    latent_size = settings["size"] // (CODEC_POOL * CODEC_FOLD)
+    config = base_config()
+    config.model.update(dict(
+        max_img_h=latent_size, max_img_w=latent_size, max_frames=settings["clip_frames"],
+        in_channels=channels + 1, out_channels=channels, patch_spatial=2, patch_temporal=1,
+        model_channels=settings["model_channels"], num_blocks=3, num_heads=4, crossattn_emb_channels=32,
+        adaln_lora_dim=24,
+        scan_blocks=True, remat_policy="none", dtype="float32", param_dtype="float32", attention_impl="xla"))
+    config.latents = "precomputed"
+    config.codec.update(dict(name="pixel", pool=CODEC_POOL, fold=CODEC_FOLD) if pixel else
+                        dict(name="patch_vae", path=str(codec_path)))
+    config.text_encoder.update(dict(name="hash", width=32, max_length=16))
+    config.data.update(dict(height=settings["size"], width=settings["size"], num_frames=settings["clip_frames"],
+                            fps=settings["sim_fps"] * (settings["clip_frames"] - 1) / (settings["sim_frames"] - 1)))
+    config.mesh.axes.update(dict(data=-1))
+    config.loss.update(dict(p_mean=settings["p_mean"], p_std=settings["p_std"]))
+    config.train.update(dict(global_batch_size=settings["batch_size"], num_steps=settings["steps"],
+                             learning_rate=1e-3, warmup_steps=50, final_lr_fraction=0.05, weight_decay=0.0,
+                             log_every=10, checkpoint_every=settings["steps"], async_checkpoint=False))
+    config.sample.update(dict(steps=settings["sample_steps"], guidance=1.0, sigma_max=settings["sigma_max"]))
+    return config

@@ -14,16 +14,23 @@ from tqdm.auto import tqdm
 
 
 class MetricsWriter:
-    def __init__(self, workdir: str | Path, *, console: bool = True):
+    """``resume_step``: the step a resumed run restarts from; what an interrupted run logged after it (and
+    will log again) is dropped from metrics.jsonl, and TensorBoard purges it too."""
+
+    def __init__(self, workdir: str | Path, *, console: bool = True, resume_step: int | None = None):
         self.enabled = jax.process_index() == 0
         self.console = console
         self.path = Path(workdir) / "metrics.jsonl"
         self._tb = None
         if self.enabled:
+            # Imported here: tensorboardX imports torch when it is installed (seconds), and only process 0 needs it.
             from tensorboardX import SummaryWriter
 
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
+            if resume_step is not None:
+                truncate_metrics(self.path, resume_step)
+            self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"),
+                                     purge_step=None if resume_step is None else resume_step + 1)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -41,6 +48,22 @@ class MetricsWriter:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keeps the lines of ``step`` and before (and drops a line a kill cut short), rewriting atomically."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(path)
 
 
 def read_metrics(workdir: str | Path) -> list[dict]:

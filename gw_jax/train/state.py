@@ -6,7 +6,7 @@ definition and its non-trainable buffers stay outside the state and are merged b
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import flax
 import jax
@@ -29,25 +29,14 @@ class ModelDef:
     graphdef: Any = flax.struct.field(pytree_node=False)
     buffers: Any  # non-Param variables (e.g. RoPE tables), as an nnx.State
 
-    def merge(self, params) -> nnx.Module:
-        return nnx.merge(self.graphdef, params, self.buffers)
-
-
-def split_model(model: nnx.Module) -> tuple[ModelDef, dict]:
-    graphdef, params, buffers = nnx.split(model, nnx.Param, ...)
-    return ModelDef(graphdef, buffers), nnx.to_pure_dict(params)
-
-
-def logical_param_specs(model: nnx.Module):
-    """Logical PartitionSpecs (e.g. P('embed', 'mlp')) for the params, as a pure dict."""
-    _, params, _ = nnx.split(model, nnx.Param, ...)
-    return nnx.to_pure_dict(nnx.get_partition_spec(params))
+    def merge(self, params, frozen=None) -> nnx.Module:
+        """The module from trainable ``params`` (+ the ``frozen`` part, e.g. the base under LoRA adapters)."""
+        if frozen is None:
+            return nnx.merge(self.graphdef, params, self.buffers)
+        return nnx.merge(self.graphdef, params, frozen, self.buffers)
 
 
 def create_train_state(params, tx: optax.GradientTransformation) -> TrainState:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       ema_params=jax.tree.map(jnp.copy, params))
 
-
-def build_model(model_factory: Callable[[nnx.Rngs], nnx.Module], seed: int) -> nnx.Module:
-    return model_factory(nnx.Rngs(seed))

@@ -21,7 +21,7 @@ from flax import nnx
 from gw_jax.convert.safetensors_io import load_flat
 from gw_jax.errors import UserInputError, load_json_dataclass
 from gw_jax.models.layers import RMSNorm
-from gw_jax.models.text import TextEncoder, load_params, masked_attention
+from gw_jax.models.text.encoder import TextEncoder, load_params, masked_attention
 from gw_jax.models.text.tokenize import FixedLengthTokenizer
 
 DEFAULT_MAX_LENGTH = 512

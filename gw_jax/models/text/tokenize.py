@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from gw_jax.errors import UserInputError
 
@@ -17,8 +18,6 @@ class FixedLengthTokenizer:
     """
 
     def __init__(self, file: str | Path, max_length: int, pad_token: str):
-        from tokenizers import Tokenizer
-
         file = Path(file)
         if not file.is_file():
             raise UserInputError(f"{file}: tokenizer file not found (need a tokenizers tokenizer.json; "
