@@ -183,7 +183,8 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
         pooled(train_clips["video"]), clip_states(out / "episodes" / "train", train_clips["episodes"],
                                                   settings["clip_frames"]),
         steps=settings["feature_steps"], seed=seed, progress=progress)
-    test_states = clip_states(out / "episodes" / "heldout", range(settings["heldout_episodes"]), settings["clip_frames"])
+    test_states = clip_states(out / "episodes" / "heldout", range(settings["heldout_episodes"]),
+                              settings["clip_frames"])
     timings["fvd_features_s"] = time.perf_counter() - t_features
 
     config = demo_config(settings, codec_path=str((out / "codec").absolute()))

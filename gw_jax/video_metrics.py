@@ -5,7 +5,8 @@ Frechet distance behind FVD (numpy, float64).
     ssim(truth_thwc, generated_thwc)   # float; Gaussian window 11, sigma 1.5, K1 .01, K2 .03 (Wang et al. 2004)
     frechet_feature_distance(features_a, features_b)   # FVD given (N, D) clip features
 
-PSNR and SSIM are jitted, float32, on the default device: next to the model on GPU/TPU, no host round trip for device arrays.
+PSNR and SSIM are jitted, float32, on the default device: next to the model on GPU/TPU, no host round
+trip for device arrays.
 """
 
 from __future__ import annotations

@@ -59,8 +59,9 @@ def test_sim_pack_verify_train_from_packed_records(tmp_path):
     gw_jax("sim", "--out", episodes, "--episodes", 8, "--frames", 9, "--size", 32)
     gw_jax("pack", episodes, packed, "--text-encoder", "hash", "--shards", 2)
     assert "intact" in gw_jax("verify", packed).stdout
-    overrides = [_demo_codec(episodes, tmp_path / "codec"), "--config.data.packed_dir=" + str(packed), "--config.latents=vae", "--config.data.height=32",
-                 "--config.data.width=32", "--config.data.num_frames=5", "--config.train.global_batch_size=8",
+    overrides = [_demo_codec(episodes, tmp_path / "codec"), "--config.data.packed_dir=" + str(packed),
+                 "--config.latents=vae", "--config.data.height=32", "--config.data.width=32",
+                 "--config.data.num_frames=5", "--config.train.global_batch_size=8",
                  "--config.train.num_steps=4", "--config.train.checkpoint_every=2", "--config.model.num_blocks=1"]
     gw_jax("train", "--config", "configs/demo.py", "--workdir", workdir, "--max-steps", 2, "--no-progress", *overrides)
     resumed = gw_jax("train", "--config", "configs/demo.py", "--workdir", workdir, "--no-progress", *overrides)

@@ -20,7 +20,8 @@ def load_codec(config):
         return PixelCodec(pool=config.codec.pool, fold=config.codec.fold)
     if config.codec.name == "patch_vae":  # the demo's learned codec: a folder written by PatchVAE.save
         if not config.codec.get("path"):
-            raise UserInputError("--config.codec.path: the patch_vae codec needs its folder (gw-jax demo writes OUT/codec)")
+            raise UserInputError("--config.codec.path: the patch_vae codec needs its folder "
+                                 "(gw-jax demo writes OUT/codec)")
         return PatchVAE.load(config.codec.path)
     if config.codec.name == "wan_vae":
         return WanLatentCodec(vae_from_config(config.vae))

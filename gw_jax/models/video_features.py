@@ -37,7 +37,7 @@ class StateNet(nnx.Module):
             raise ValueError(f"frame_size {frame_size} must divide by 8")
         channels = [5, width, 2 * width, 4 * width]  # rgb + (y, x) in
         self.convs = nnx.List([nnx.Conv(c_in, c_out, (3, 3), strides=2, rngs=rngs)
-                               for c_in, c_out in zip(channels[:-1], channels[1:])])
+                               for c_in, c_out in zip(channels[:-1], channels[1:], strict=True)])
         self.norms = nnx.List([nnx.GroupNorm(c, num_groups=min(8, c), rngs=rngs) for c in channels[1:]])
         self.frame_dense = nnx.Linear(4 * width * (frame_size // 8) ** 2, hidden, rngs=rngs)
         self.temporal = nnx.Conv(hidden, feature_dim, (3,), padding="SAME", rngs=rngs)
@@ -47,7 +47,7 @@ class StateNet(nnx.Module):
         """(B, 3, T, H, W) in [-1, 1] -> per-frame features (B, T, feature_dim)."""
         b = video_bcthw.shape[0]
         x = _coord_channels(rearrange(video_bcthw, "b c t h w -> (b t) h w c"))
-        for conv, norm in zip(self.convs, self.norms):
+        for conv, norm in zip(self.convs, self.norms, strict=True):
             x = nnx.silu(norm(conv(x)))
         x = nnx.silu(self.frame_dense(rearrange(x, "n h w c -> n (h w c)")))
         return nnx.silu(self.temporal(rearrange(x, "(b t) d -> b t d", b=b)))
