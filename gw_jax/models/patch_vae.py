@@ -26,10 +26,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from einops import rearrange, reduce
+from einops import rearrange
 from flax import nnx
 
 from gw_jax.errors import UserInputError, load_json
+from gw_jax.models.pixel_codec import PoolFold
 
 
 class _Residual(nnx.Module):
@@ -46,7 +47,7 @@ class _Residual(nnx.Module):
         return x + self.conv2(nnx.silu(self.norm2(self.conv1(nnx.silu(self.norm1(x))))))
 
 
-class PatchVAE(nnx.Module):
+class PatchVAE(nnx.Module, PoolFold):
     def __init__(self, channels: int = 16, *, pool: int = 2, fold: int = 4, width: int = 64, rngs: nnx.Rngs):
         self.config = dict(channels=channels, pool=pool, fold=fold, width=width)
         self.pool, self.fold = pool, fold
@@ -70,13 +71,6 @@ class PatchVAE(nnx.Module):
     @property
     def channels(self) -> int:
         return self.config["channels"]
-
-    @property
-    def spatial_factor(self) -> int:
-        return self.pool * self.fold
-
-    def pooled(self, video):
-        return reduce(video, "b c t (h p) (w q) -> b c t h w", "mean", p=self.pool, q=self.pool)
 
     def encode(self, video):
         """(B, 3, T, H, W) in [-1, 1] -> normalised latents (B, C, T, H / (pool fold), W / (pool fold))."""
