@@ -111,9 +111,9 @@ def make_latent_encoder(config):
     """(latent_fn, codec_params) for ``config.latents == "vae"``: the config's codec inside the step.
 
     ``codec.name == "wan_vae"``: the Wan2.1 VAE from ``config.vae``; ``"pixel"``: the parameter-free
-    pixel codec.
+    pixel codec; ``"patch_vae"``: the demo's trained codec (frozen, from ``config.codec.path``).
     """
-    if config.codec.name == "pixel":
+    if config.codec.name in ("pixel", "patch_vae"):
         codec = load_codec(config)
         return (lambda _params, video: codec.encode(video)), None
 

@@ -5,6 +5,8 @@ an overwrite), so there ``metrics.jsonl`` is kept in memory and rewritten as one
 and at every :meth:`MetricsWriter.flush` (the train loop flushes with each checkpoint, so whatever a resumed
 run restarts from is in the bucket), and TensorBoard event files go through an epath writer that re-uploads
 the file on each flush (tensorboardX's own ``gs`` writer retries for minutes after close at interpreter exit).
+
+Console lines go through ``tqdm.write`` so they print above a running progress bar instead of through it.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import io
 import itertools
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 import jax
+from tqdm.auto import tqdm
 
 from gw_jax.storage import as_path, is_remote, write_text
 
@@ -70,7 +74,8 @@ class MetricsWriter:
                 f.write(line)
         if self.console:
             text = "  ".join(f"{k}={v:.4g}" for k, v in values.items())
-            print(f"step {step:>6}  {text}", flush=True)
+            tqdm.write(f"step {step:>6}  {text}")
+            sys.stdout.flush()  # logs redirected to files show progress as it happens
 
     def flush(self) -> None:
         """Everything written so far is in the workdir (locally every line already is)."""
