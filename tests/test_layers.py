@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {
     "": 0, "errors": 0, "config": 0, "video_metrics": 0,
     "parallel": 1,
-    "models": 2, "convert": 2,
+    "models": 2, "convert": 2, "geometry": 2,
     "diffusion": 3, "data": 3,
     "train": 4, "idm": 4, "physics": 4,
     "cli": 5, "demo": 5, "bench": 5,
