@@ -199,7 +199,7 @@ def test_clean_synthetic_tree_passes():
     # relative imports resolve like absolute ones
     (dict(gw_jax__models__vae="from ..train import loop"), "imports only point down"),
     # a new top-level package without a layer
-    (dict(gw_jax__geometry__poses="import numpy"), "no layer assigned"),
+    (dict(gw_jax__poses__se3="import numpy"), "no layer assigned"),
 ])
 def test_rules_catch_violations(sources, expected):
     problems = violations(_mods(**sources))
