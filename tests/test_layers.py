@@ -25,7 +25,7 @@ LAYERS = {
     "parallel": 1,
     "models": 2, "convert": 2, "geometry": 2,
     "diffusion": 3, "data": 3,
-    "train": 4, "idm": 4, "physics": 4,
+    "train": 4, "idm": 4, "physics": 4, "engine": 4,
     "cli": 5, "demo": 5, "bench": 5,
 }
 APP_LAYER = 5
