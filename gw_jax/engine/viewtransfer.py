@@ -11,7 +11,7 @@ background is warped A -> B and the arm rendered at B.
     pair = novel_view_pair(frames, depth, arm_mask, K, E, K_b, E_b, arm_frames_b, arm_masks_b)
     control = control_latents(codec, [pair, ...])                         # (B, 3 * C, T, h, w)
     baseline = warp_only(pair)                                            # arm over nearest-filled warp
-    config = view_transfer_config(settings, codec)                        # demo DiT + control channels
+    config = view_transfer_config(settings)                               # demo DiT + control channels
     video = generate(model, control, text_emb, fps, key, config.sample)   # (B, 3, T, H', W') in [-1, 1]
 """
 
@@ -26,6 +26,7 @@ from scipy import ndimage
 
 from gw_jax.diffusion import sample_reference, with_control
 from gw_jax.geometry import camera, warp
+from gw_jax.models.factory import load_codec
 from gw_jax.train.defaults import demo_config
 
 CONTROL_IMAGES = 3  # warped background, arm layer, masks
@@ -118,10 +119,16 @@ def control_latents(codec, pairs: list[ViewPair], chunk: int = 32) -> np.ndarray
     return np.concatenate(out)
 
 
-def view_transfer_config(settings: dict, codec):
-    """The demo's DiT and training preset, with the control channels added to its input."""
+def view_transfer_config(settings: dict, *, pool: int = 1, fold: int = 4):
+    """The demo's DiT and training preset on ``settings["size"]`` frames, with the control channels added to
+    its input. The codec is whatever ``config.codec`` names (``load_codec``): the pixel codec, unpooled, so
+    generated views keep the frames' size."""
     config = demo_config(settings)
-    config.model.in_channels = codec.channels * (1 + CONTROL_IMAGES) + 1
+    config.codec.update(dict(name="pixel", pool=pool, fold=fold))
+    codec = load_codec(config)
+    latent = settings["size"] // codec.spatial_factor
+    config.model.update(dict(max_img_h=latent, max_img_w=latent, out_channels=codec.channels,
+                             in_channels=codec.channels * (1 + CONTROL_IMAGES) + 1))
     config.sample.update(dict(steps=settings.get("sample_steps", 16), guidance=1.0))
     return config
 
@@ -146,6 +153,7 @@ def generate(model, control, text_emb, fps, key, sample_cfg, chunk: int = 16) ->
         c_full = np.concatenate([c, np.zeros((pad,) + c.shape[1:], c.dtype)])
         emb = np.concatenate([text_emb[part], np.zeros((pad,) + text_emb.shape[1:], text_emb.dtype)])
         f = np.concatenate([fps[part], np.full(pad, fps[0], np.float32)])
-        noise = jax.random.normal(jax.random.fold_in(key, start), (chunk, channels) + c.shape[2:]) * sample_cfg.sigma_max
+        shape = (chunk, channels) + c.shape[2:]
+        noise = jax.random.normal(jax.random.fold_in(key, start), shape) * sample_cfg.sigma_max
         outs.append(np.asarray(run(noise, jnp.asarray(c_full), jnp.asarray(emb), jnp.asarray(f[:1])))[:len(c)])
     return np.concatenate(outs)
