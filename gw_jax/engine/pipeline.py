@@ -143,8 +143,9 @@ def gate_benchmark(episodes, settings, idm, arm, rng) -> dict:
 
 
 def run_engine(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int | None = None,
-               progress: bool = True) -> dict:
-    settings = dict(QUICK if quick else FULL)
+               progress: bool = True, overrides: dict | None = None) -> dict:
+    """The whole loop into ``out``; ``overrides`` replaces preset settings (tests run it tiny)."""
+    settings = dict(QUICK if quick else FULL, **(overrides or {}))
     if steps is not None:
         settings["steps"] = steps
     out = Path(out)
@@ -160,7 +161,15 @@ def run_engine(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int
     timings["simulate_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    idm_summary = idm_pipeline.fit(out / "episodes" / "train", out / "idm", steps=settings["idm_steps"],
+    idm_data = out / "episodes" / "idm"  # every camera of the training episodes: the IDM labels new views too
+    idm_data.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for e in train_eps:
+        for _, frames, _, mask, _, _ in _cameras(e):
+            write_episode(idm_data, n, dict(frames=frames, prompt=e["prompt"], fps=e["fps"], joints=e["joints"],
+                                            arm_mask=mask, joint_names=e["joint_names"]))
+            n += 1
+    idm_summary = idm_pipeline.fit(idm_data, out / "idm", steps=settings["idm_steps"],
                                    seg_steps=settings["seg_steps"], masked=True, seed=seed, progress=progress)
     idm = idm_pipeline.load(out / "idm")
     timings["idm_s"] = time.perf_counter() - t
