@@ -48,11 +48,6 @@ def _cameras(e: dict):
                e["view_extrinsics"][v])
 
 
-def _encode(codec, frames_list) -> np.ndarray:
-    return np.concatenate([np.asarray(codec.encode(jnp.asarray(vt.to_video(np.stack(frames_list[i:i + 32])))))
-                           for i in range(0, len(frames_list), 32)])
-
-
 def train_view_transfer(episodes, settings, codec, text, config, workdir, rng, progress):
     t = settings["clip_frames"]
     pairs, prompts = [], []
@@ -62,7 +57,7 @@ def train_view_transfer(episodes, settings, codec, text, config, workdir, rng, p
                 pairs.append(vt.double_projection_pair(frames[s:s + t], depth[s:s + t], mask[s:s + t], k, ext, rng))
                 prompts.append(e["prompt"])
     emb, _ = text.encode(prompts)
-    arrays = dict(latents=_encode(codec, [p.target for p in pairs]), control=vt.control_latents(codec, pairs),
+    arrays = dict(latents=vt.target_latents(codec, pairs), control=vt.control_latents(codec, pairs),
                   text_emb=emb, fps=np.full(len(pairs), settings["sim_fps"], np.float32),
                   ref_mask=np.zeros((len(pairs), t), np.float32))  # no reference frames: nothing of B is known
     batches = ArrayBatches(arrays, settings["batch_size"], seed=config.seed)
@@ -166,7 +161,7 @@ def run_engine(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int
     n = 0
     for e in train_eps:
         for _, frames, _, mask, _, _ in _cameras(e):
-            write_episode(idm_data, n, dict(frames=frames, prompt=e["prompt"], fps=e["fps"], joints=e["joints"],
+            write_episode(idm_data, n, dict(frames=frames, prompt=e["prompt"], fps=float(e["fps"]), joints=e["joints"],
                                             arm_mask=mask, joint_names=e["joint_names"]))
             n += 1
     idm_summary = idm_pipeline.fit(idm_data, out / "idm", steps=settings["idm_steps"],
@@ -191,7 +186,7 @@ def run_engine(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int
     model = result.model_def.merge(result.state.params)
     latents = vt.generate(model, control, emb, np.full(len(pairs), settings["sim_fps"], np.float32),
                           jax.random.key(seed + 7), config.sample)
-    generated = vt.to_frames(np.asarray(codec.decode(jnp.asarray(latents))))
+    generated = vt.to_frames(np.asarray(codec.decode(jnp.asarray(latents + vt.base_latents(codec, pairs)))))
     baseline = np.stack([vt.warp_only(p) for p in pairs])
     truth = np.stack([p.target for p in pairs])
     scores = {}

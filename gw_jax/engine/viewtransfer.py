@@ -1,8 +1,11 @@
 """ViewTransfer: the DiT re-renders a clip from a new camera, conditioned on control channels.
 
-Control (per frame, each encoded by the training codec and concatenated): the background warped into the
-target camera by depth (arm pixels removed; holes black), the arm as rendered at the re-targeted joints
-in the target camera, and a mask image (warp coverage, arm). Training pairs come from single-view video by
+Control (per frame, each encoded by the training codec and concatenated): the warp-only composite (the
+background warped into the target camera by depth, arm pixels removed, holes filled from the nearest warped
+pixel, with the arm as rendered at the re-targeted joints on top), the arm layer alone, and a mask image
+(warp coverage, arm). The DiT generates the *residual* latents, target minus composite: where the warp is
+right that is near zero, so the model spends itself on the holes and the warp's errors (a tiny DiT cannot
+carry every pixel of a frame through its width, but it does not have to). Training pairs come from single-view video by
 double projection A -> virtual B -> A (``geometry.warp.double_projection``): the control then has exactly
 the holes and resampling of a real A -> B warp, and the target is A's own frame. At generation time the
 background is warped A -> B and the arm rendered at B.
@@ -11,8 +14,9 @@ background is warped A -> B and the arm rendered at B.
     pair = novel_view_pair(frames, depth, arm_mask, K, E, K_b, E_b, arm_frames_b, arm_masks_b)
     control = control_latents(codec, [pair, ...])                         # (B, 3 * C, T, h, w)
     baseline = warp_only(pair)                                            # arm over nearest-filled warp
+    residual = target_latents(codec, pairs)                               # what the DiT learns to generate
     config = view_transfer_config(settings)                               # demo DiT + control channels
-    video = generate(model, control, text_emb, fps, key, config.sample)   # (B, 3, T, H', W') in [-1, 1]
+    frames = to_frames(codec.decode(generate(model, control, ...) + base_latents(codec, pairs)))
 """
 
 from __future__ import annotations
@@ -103,9 +107,24 @@ def to_frames(video_bcthw) -> np.ndarray:
 
 
 def control_images(pair: ViewPair) -> np.ndarray:
-    """(CONTROL_IMAGES, 3, T, H, W) in [-1, 1]: background, arm layer, masks (coverage, arm, coverage)."""
+    """(CONTROL_IMAGES, 3, T, H, W) in [-1, 1]: warp-only composite, arm layer, masks (coverage, arm, coverage)."""
     masks = np.stack([pair.valid, pair.arm_mask, pair.valid], axis=-1).astype(np.uint8) * 255
-    return np.stack([to_video(pair.background), to_video(pair.arm), to_video(masks)])
+    return np.stack([to_video(warp_only(pair)), to_video(pair.arm), to_video(masks)])
+
+
+def _encode(codec, frames_list, chunk: int = 32) -> np.ndarray:
+    return np.concatenate([np.asarray(codec.encode(jnp.asarray(to_video(np.stack(frames_list[i:i + chunk])))))
+                           for i in range(0, len(frames_list), chunk)])
+
+
+def base_latents(codec, pairs: list[ViewPair]) -> np.ndarray:
+    """The warp-only composites' latents: what generated residuals are added to."""
+    return _encode(codec, [warp_only(p) for p in pairs])
+
+
+def target_latents(codec, pairs: list[ViewPair]) -> np.ndarray:
+    """Training targets: the target frames' latents minus the composites'."""
+    return _encode(codec, [p.target for p in pairs]) - base_latents(codec, pairs)
 
 
 def control_latents(codec, pairs: list[ViewPair], chunk: int = 32) -> np.ndarray:
@@ -134,8 +153,8 @@ def view_transfer_config(settings: dict, *, pool: int = 1, fold: int = 4):
 
 
 def generate(model, control, text_emb, fps, key, sample_cfg, chunk: int = 16) -> np.ndarray:
-    """Latents (B, C, T, h, w) sampled with the reference sampler (no reference frames: nothing of view B
-    is known), conditioned on ``control``."""
+    """Residual latents (B, C, T, h, w) sampled with the reference sampler (no reference frames: nothing of
+    view B is known), conditioned on ``control``; add ``base_latents`` and decode."""
 
     @jax.jit
     def run(noise, control, text_emb, fps):
