@@ -12,7 +12,7 @@ from gw_jax.train.defaults import base_config
 
 def get_config() -> ml_collections.ConfigDict:
     config = base_config()
-    config.model = ml_collections.ConfigDict(dict(
+    config.model.update(dict(
         max_img_h=240, max_img_w=240, max_frames=128,
         in_channels=17, out_channels=16,
         patch_spatial=2, patch_temporal=1,

@@ -14,7 +14,7 @@ from gw_jax.train.defaults import base_config
 def get_config() -> ml_collections.ConfigDict:
     config = base_config()
     # DiT: the reference constructor kwargs (names as in GigaWorld0Transformer3DModel's config.json).
-    config.model = ml_collections.ConfigDict(dict(
+    config.model.update(dict(
         max_img_h=16, max_img_w=16, max_frames=8,
         in_channels=17, out_channels=16,
         patch_spatial=2, patch_temporal=1,

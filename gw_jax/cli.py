@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("gw_jax.data.verify_cli", "check every record and checksum of a packed dataset"),
     "train": ("gw_jax.train.cli", "train a world model from a config (resumes from --workdir)"),
     "sample": ("gw_jax.diffusion.sample_cli", "roll out a trained model from a first frame"),
+    "generate": ("gw_jax.diffusion.generate_cli", "videos from released weights (the release's inference.py)"),
+    "export": ("gw_jax.train.export_cli", "a training run in the release's format (transformer or LoRA)"),
     "bench": ("gw_jax.bench.cli", "JAX vs PyTorch throughput (dit, vae, sample, data)"),
     "compile": ("gw_jax.train.compile_cli", "compile the sharded train step for a TPU topology"),
     "idm": ("gw_jax.idm.cli", "inverse dynamics: train / eval / label joint trajectories"),

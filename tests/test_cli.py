@@ -65,7 +65,8 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path):
                     check=False)
     assert sample.returncode == 2 and "no checkpoints" in sample.stderr
     assert gw_jax("nonsense", check=False).returncode == 2
-    for command in ("demo", "sim", "pack", "verify", "train", "sample", "bench", "compile", "idm", "sysid"):
+    for command in ("demo", "sim", "pack", "verify", "train", "sample", "generate", "export", "bench", "compile", "idm",
+                    "sysid"):
         assert gw_jax(command, "--help").stdout.startswith(f"usage: gw-jax {command}")
     batch = gw_jax("train", "--config", "configs/demo.py", "--workdir", tmp_path / "w", "--config.data.raw_dir=/nope",
                    "--config.train.global_batch_size=3", check=False)

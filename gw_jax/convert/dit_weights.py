@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
+from flax import nnx, traverse_util
+from tqdm.auto import tqdm
 
-from gw_jax.convert.safetensors_io import load_flat, save_flat
+from gw_jax.convert.safetensors_io import SafetensorsReader, save_flat
 from gw_jax.errors import UserInputError
 
 WEIGHTS_STEM = "diffusion_pytorch_model"
@@ -49,7 +50,7 @@ _IN_SUB_BLOCK = {
 }
 
 
-def _reference_template(path: tuple) -> tuple[str, bool, bool]:
+def reference_template(path: tuple) -> tuple[str, bool, bool]:
     """(key template with {i} block / {e} expert placeholders, stacked over blocks, transpose)."""
     path = tuple(str(p) for p in path)
     if path in _TOP_LEVEL:
@@ -61,50 +62,93 @@ def _reference_template(path: tuple) -> tuple[str, bool, bool]:
     raise KeyError(f"no reference name for parameter {'.'.join(path)}")
 
 
-def _flat_params(model: nnx.Module) -> dict[tuple, nnx.Variable]:
-    return dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+def _flat_params(model_or_state) -> dict[tuple, nnx.Variable]:
+    state = model_or_state if isinstance(model_or_state, nnx.State) else nnx.state(model_or_state, nnx.Param)
+    return dict(nnx.to_flat_state(state))
 
 
-def reference_to_array(path: tuple, shape: tuple, tensors: dict, origin: dict, used: set) -> np.ndarray:
-    template, stacked, transpose = _reference_template(path)
-    num_blocks = shape[0] if stacked else 1
+def _reference_keys(path: tuple, shape: tuple) -> tuple[list[str], tuple, bool]:
+    """All reference keys behind one of our parameters, the shape each has, and whether it is transposed."""
+    template, stacked, transpose = reference_template(path)
     experts = "{e}" in template
-    per_block = []
-    for i in range(num_blocks):
-        keys = [template.format(i=i, e=e) for e in range(shape[1])] if experts else [template.format(i=i)]
-        arrays = []
+    blocks = range(shape[0]) if stacked else [0]
+    expert_ids = range(shape[int(stacked)]) if experts else [0]
+    keys = [template.format(i=i, e=e) for i in blocks for e in expert_ids]
+    return keys, tuple(reversed(shape[-2:])) if transpose else tuple(shape[-1:]), transpose
+
+
+def check_reference_keys(params: dict[tuple, object], reader: SafetensorsReader) -> None:
+    """Every parameter's keys exist with the right shapes and no key is left over, else a UserInputError
+    naming the key and its file."""
+    used: set[str] = set()
+    for path, variable in params.items():
+        shape = tuple(variable.shape)
+        keys, expected, _ = _reference_keys(path, shape)
         for key in keys:
-            if key not in tensors:
-                raise UserInputError(f"missing key {key} in the checkpoint ({sorted(set(origin.values()))[0]})")
-            value = np.asarray(tensors[key])
-            arrays.append(value.T if transpose else value)
-            used.add(key)
-        per_block.append(np.stack(arrays) if experts else arrays[0])
-    value = np.stack(per_block) if stacked else per_block[0]
-    if tuple(value.shape) != tuple(shape):
-        key = template.format(i=0, e=0)
-        raise UserInputError(f"{origin.get(key, '?')}: key {key} has shape {tensors[key].shape}, "
-                             f"the model config expects {tuple(reversed(shape[-2:])) if transpose else shape[-1:]}"
-                             f" (gw_jax {'.'.join(map(str, path))} {tuple(shape)})")
-    return value
+            if key not in reader.shapes:
+                raise UserInputError(f"missing key {key} in the checkpoint ({sorted(set(reader.origin.values()))[0]})")
+            if reader.shapes[key] != expected:
+                raise UserInputError(f"{reader.origin[key]}: key {key} has shape {reader.shapes[key]}, the model "
+                                     f"config expects {expected} (gw_jax {'.'.join(map(str, path))} {shape})")
+        used.update(keys)
+    unexpected = sorted(set(reader.shapes) - used)
+    if unexpected:
+        raise UserInputError(f"unexpected keys in {sorted({str(reader.origin[k]) for k in unexpected})[0]}: "
+                             f"{unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+
+
+def reference_slice_fn(path: tuple, shape: tuple, reader: SafetensorsReader, dtype) -> Callable[[tuple], np.ndarray]:
+    """``index -> array``: the slice ``index`` (a tuple of slices over our layout) of parameter ``path``, read
+    from only the reference keys and rows it covers (what ``jax.make_array_from_callback`` asks for)."""
+    template, stacked, transpose = reference_template(path)
+    lead = int(stacked) + int("{e}" in template)
+
+    def read(index: tuple) -> np.ndarray:
+        index = tuple(index) + (slice(None),) * (len(shape) - len(index))
+        ranges = [range(n)[s] for s, n in zip(index, shape, strict=True)]
+        inner = tuple(slice(r.start, r.stop) for r in ranges[lead:])
+        ref_index = tuple(reversed(inner)) if transpose else inner
+
+        def one(**ids) -> np.ndarray:
+            value = reader.read(template.format(**ids), ref_index)
+            return (value.T if transpose else value).astype(dtype)
+
+        if lead == 0:
+            return one()
+        if lead == 1:
+            return np.stack([one(i=i) for i in ranges[0]])
+        return np.stack([np.stack([one(i=i, e=e) for e in ranges[1]]) for i in ranges[0]])
+
+    return read
+
+
+def load_reference_arrays(params: nnx.State, directory: Path, shardings=None, *,
+                          verify: bool = True) -> dict[tuple, jax.Array]:
+    """{path: jax.Array} for every parameter of ``params`` (an abstract Param state), each placed with its
+    sharding (a matching nested state/dict of shardings; None: the default device) straight from the files,
+    one device shard at a time: no host copy of the whole checkpoint, nor of a whole parameter. ``verify``:
+    check the files against the folder's SHA256SUMS first, when it has one."""
+    reader = SafetensorsReader.open(directory, WEIGHTS_STEM, verify=verify)
+    flat = _flat_params(params)
+    check_reference_keys(flat, reader)
+    flat_shardings = dict(nnx.to_flat_state(shardings)) if isinstance(shardings, nnx.State) else (
+        {tuple(k): v for k, v in traverse_util.flatten_dict(shardings).items()} if shardings is not None else {})
+    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    arrays = {}
+    for path, variable in tqdm(flat.items(), desc="load weights", leave=False, disable=len(flat) < 50):
+        shape, dtype = tuple(variable.shape), variable.dtype
+        sharding = flat_shardings.get(path, default)
+        sharding = getattr(sharding, "value", sharding)
+        arrays[path] = jax.make_array_from_callback(shape, sharding, reference_slice_fn(path, shape, reader, dtype))
+    return arrays
 
 
 def load_reference_weights(model: nnx.Module, directory: Path, *, verify_checksums: bool = True) -> None:
     """Fills ``model`` (possibly abstract, from nnx.eval_shape) with the checkpoint's weights, in place."""
-    tensors, origin = load_flat(directory, WEIGHTS_STEM, verify=verify_checksums)
-    used: set[str] = set()
-    new_values = {}
-    for path, variable in _flat_params(model).items():
-        value = reference_to_array(path, tuple(variable.shape), tensors, origin, used)
-        new_values[path] = jnp.asarray(value, dtype=variable.dtype)
-    unexpected = sorted(set(tensors) - used)
-    if unexpected:
-        raise UserInputError(f"unexpected keys in {sorted({str(origin[k]) for k in unexpected})[0]}: "
-                             f"{unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
     state = nnx.state(model, nnx.Param)
+    arrays = load_reference_arrays(state, directory, verify=verify_checksums)
     flat = nnx.to_flat_state(state)
-    updated = nnx.from_flat_state([(path, var.replace(new_values[path])) for path, var in flat])
-    nnx.update(model, updated)
+    nnx.update(model, nnx.from_flat_state([(path, var.replace(arrays[path])) for path, var in flat]))
 
 
 def model_to_reference(model: nnx.Module) -> dict[str, np.ndarray]:
@@ -112,7 +156,7 @@ def model_to_reference(model: nnx.Module) -> dict[str, np.ndarray]:
     out = {}
     for path, variable in _flat_params(model).items():
         value = np.asarray(jax.device_get(variable[...]), dtype=np.float32)
-        template, stacked, transpose = _reference_template(path)
+        template, stacked, transpose = reference_template(path)
         blocks = range(value.shape[0]) if stacked else [None]
         for i in blocks:
             block_value = value[i] if stacked else value

@@ -4,12 +4,16 @@ Layouts: one ``NAME.safetensors``, or shards listed in ``NAME.safetensors.index.
 (``{"weight_map": {key: shard_file}}``) as written by diffusers/transformers. Files are read and written
 by ``safetensors.numpy``; the shard index is ours (safetensors itself has none), and so are the files'
 SHA-256s: ``save_flat`` records them in ``SHA256SUMS``, ``load_flat`` checks them where that file exists.
+
+:class:`SafetensorsReader` reads *slices* of tensors on demand (``safe_open``, one file open at a time), so a
+large checkpoint goes onto devices shard by shard without a full host copy.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import safetensors
@@ -48,6 +52,47 @@ def read_safetensors(file: Path) -> dict[str, np.ndarray]:
         return safetensors.numpy.load_file(file)
     except (OSError, ValueError, safetensors.SafetensorError) as e:
         raise UserInputError(f"{file}: unreadable safetensors file ({type(e).__name__}: {e})") from e
+
+
+class SafetensorsReader:
+    """Key -> shape/dtype from the file headers, and slices of one tensor read on demand.
+
+    ``reader.read(key, (slice(0, 4), slice(None)))`` returns that numpy slice only; files are opened per
+    read and closed again, so no memory map (and no page of it) outlives the read.
+    """
+
+    def __init__(self, files: Sequence[Path]):
+        self.files = list(files)
+        self.origin: dict[str, Path] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        for file in self.files:
+            try:
+                with safetensors.safe_open(file, framework="numpy") as f:
+                    for key in f.keys():
+                        self.origin[key] = file
+                        self.shapes[key] = tuple(f.get_slice(key).get_shape())
+            except (OSError, ValueError, safetensors.SafetensorError) as e:
+                raise UserInputError(f"{file}: unreadable safetensors file ({type(e).__name__}: {e})") from e
+
+    @classmethod
+    def open(cls, directory: str | Path, stem: str = "diffusion_pytorch_model", *,
+             verify: bool = True) -> "SafetensorsReader":
+        """The checkpoint in ``directory`` (checked against its SHA256SUMS, when it has one)."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise UserInputError(f"{directory}: checkpoint directory not found")
+        files = find_weights(directory, stem)[0]
+        if verify:
+            verify_checksums(directory, files)
+        return cls(files)
+
+    def keys(self) -> list[str]:
+        return list(self.shapes)
+
+    def read(self, key: str, index: tuple = ()) -> np.ndarray:
+        with safetensors.safe_open(self.origin[key], framework="numpy") as f:
+            tensor = f.get_slice(key)
+            return np.asarray(tensor[index] if index else tensor[:])
 
 
 def load_flat(directory: str | Path, stem: str = "diffusion_pytorch_model", *,

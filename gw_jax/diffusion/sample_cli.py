@@ -11,7 +11,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from PIL import Image
 
@@ -19,8 +18,7 @@ from gw_jax.data.video import write_video
 from gw_jax.diffusion import sample_reference
 from gw_jax.errors import UserInputError, check_output_dir
 from gw_jax.models.factory import load_codec, load_text_encoder
-from gw_jax.train.checkpoint import Checkpointer, abstract_with_shardings
-from gw_jax.train.loop import build_setup
+from gw_jax.train.export import restore_workdir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,16 +62,9 @@ def run(args) -> int:
         raise UserInputError(f"--steps must be at least 1, got {args.steps}")
     if args.guidance is not None and not np.isfinite(args.guidance):
         raise UserInputError(f"--guidance must be a finite number, got {args.guidance}")
-    checkpointer = Checkpointer(Path(args.workdir) / "checkpoints", async_save=False)
-    saved_config = checkpointer.restore_config()
-    if saved_config is None:
-        raise UserInputError(f"--workdir {args.workdir}: no checkpoint found (train first)")
-    config = ml_collections.ConfigDict(saved_config)
-    config.mesh.axes = ml_collections.ConfigDict(dict(data=-1, fsdp=1, context=1, tensor=1))
+    config, setup, state = restore_workdir(args.workdir)
     codec, text = load_codec(config), load_text_encoder(config)
-    setup = build_setup(config, mesh=None)
-    state, _ = checkpointer.restore(abstract_with_shardings(setup.abstract_state, setup.state_sharding))
-    model = setup.model_def.merge(state.ema_params if args.ema else state.params)
+    model = setup.model_def.merge(state.ema_params if args.ema else state.params, setup.init_frozen())
 
     frames = args.frames or config.data.num_frames
     first = load_image(Path(args.image), config.data.height, config.data.width)

@@ -101,6 +101,12 @@ def _res2_update(x0, x0_prev, sample, sigma_prev, sigma_s, sigma_t):
     return jnp.exp(-h) * sample + h * (b1 * x0 + b2 * x0_prev)
 
 
+def reference_step(x0_fn, params, sample, sigma_s, sigma_t):
+    """One step of the release's sampler (order 1) from sigma_s to sigma_t: what ``sample_reference`` scans,
+    for callers that run the steps one at a time (a progress bar per step)."""
+    return _order1_update(x0_fn(params, sample, sigma_s), sample, sigma_s, sigma_t)
+
+
 def _run_edm(x0_fn, params, init_latents, sigmas, order: int):
     steps = sigmas.shape[0] - 1
 

@@ -4,6 +4,7 @@ Called like the reference, in its NCTHW layout::
 
     model = GigaWorld0DiT.from_pretrained("checkpoint/transformer")      # reference layout
     out = model(x, timesteps, crossattn_emb, fps, padding_mask)           # (B, 16, T, H, W)
+    model.load_lora({"robot": ("lora_dir", 0.5)}, fuse=False)             # the release's LoRA adapters
 
 x (B, C_in, T, H, W) latents + reference-mask channel; timesteps (B, 1, T, 1, 1) one flow time per
 latent frame; crossattn_emb (B, L, C_text); fps a scalar or (B,); padding_mask (B, 1, 8H, 8W).
@@ -27,6 +28,7 @@ from flax import nnx
 from gw_jax.convert.dit_weights import load_reference_weights, save_reference_weights
 from gw_jax.errors import UserInputError, check_types, load_json
 from gw_jax.models.dit_blocks import FinalLayer, TransformerBlock, timestep_sinusoid
+from gw_jax.models import lora
 from gw_jax.models.layers import RMSNorm, linear
 from gw_jax.models.neighborhood_attention import NattenSchedule, to_json
 from gw_jax.models.rope import rope_angles
@@ -115,9 +117,10 @@ class GigaWorld0DiT(nnx.Module):
     @classmethod
     def from_config(cls, config: Mapping, *, rngs: nnx.Rngs, where: str = "config.model") -> "GigaWorld0DiT":
         """From a ``config.model`` section (reference kwargs + gw_jax options); unknown keys and values of the
-        wrong type are errors naming the field (``where`` names the file or section in the message)."""
+        wrong type are errors naming the field (``where`` names the file or section in the message).
+        ``pretrained`` (where training takes the weights from) is not a constructor argument."""
         kwargs = dict(config.to_dict() if hasattr(config, "to_dict") else config)
-        kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_")}  # e.g. diffusers' _class_name
+        kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_") and k != "pretrained"}  # _class_name
         known = set(inspect.signature(cls.__init__).parameters) - {"self", "rngs"}
         unknown = sorted(set(kwargs) - known)
         if unknown:
@@ -147,6 +150,18 @@ class GigaWorld0DiT(nnx.Module):
         """Writes config.json + reference-named safetensors (sharded with an index past max_shard_bytes) and
         their SHA-256s (SHA256SUMS, the ``sha256sum -c`` format)."""
         save_reference_weights(self, Path(path), max_shard_bytes=max_shard_bytes)
+
+    def load_lora(self, model_path_dict, fuse: bool = False) -> None:
+        """The release's ``load_lora``: ``{name: path or (path, scale)}`` (or one path) of adapters saved in
+        its peft format; several adapters add up, ``fuse`` merges them into the base weights."""
+        lora.load_lora(self, model_path_dict, fuse=fuse)
+
+    def fuse_lora(self) -> None:
+        lora.fuse_lora(self)
+
+    def save_lora(self, path: str | Path) -> Path:
+        """The active adapters in the release's format (``path/diffusion_pytorch_model.safetensors``)."""
+        return lora.save_lora(self, path)
 
     # ----------------------------------------------------------------------------------------------
     def __call__(self, x, timesteps, crossattn_emb, fps, padding_mask=None):

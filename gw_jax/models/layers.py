@@ -1,4 +1,5 @@
-"""Small shared layers: bias-free linear with logical axis names, RMSNorm, LayerNorm without affine."""
+"""Small shared layers: bias-free linear with logical axis names (and a slot for a LoRA adapter), RMSNorm,
+LayerNorm without affine."""
 
 from __future__ import annotations
 
@@ -11,14 +12,28 @@ from flax import nnx
 DEFAULT_KERNEL_INIT = nnx.initializers.lecun_normal()
 
 
+class Linear(nnx.Linear):
+    """nnx.Linear plus an optional low-rank adapter (``gw_jax.models.lora``): y = x W + adapter(x)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lora = nnx.data(None)  # a LoRAAdapter once one is attached
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = super().__call__(x)
+        if self.lora is not None:
+            y = y + self.lora(x, self.dtype or x.dtype).astype(y.dtype)
+        return y
+
+
 def linear(in_features: int, out_features: int, names: Sequence[str | None], *, rngs: nnx.Rngs,
            dtype=jnp.float32, param_dtype=jnp.float32, use_bias: bool = False,
-           kernel_init=DEFAULT_KERNEL_INIT) -> nnx.Linear:
-    """nnx.Linear whose kernel (in, out) carries the logical axis ``names``."""
-    return nnx.Linear(in_features, out_features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-                      kernel_init=nnx.with_partitioning(kernel_init, tuple(names)),
-                      bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (names[-1],)),
-                      rngs=rngs)
+           kernel_init=DEFAULT_KERNEL_INIT) -> Linear:
+    """A :class:`Linear` whose kernel (in, out) carries the logical axis ``names``."""
+    return Linear(in_features, out_features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+                  kernel_init=nnx.with_partitioning(kernel_init, tuple(names)),
+                  bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (names[-1],)),
+                  rngs=rngs)
 
 
 class RMSNorm(nnx.Module):

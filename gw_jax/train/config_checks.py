@@ -15,6 +15,8 @@ from gw_jax.errors import UserInputError
 
 # Model options that change how the model runs, not its parameters: a resumed run may change them.
 RUNTIME_ONLY_MODEL_KEYS = ("scan_blocks", "remat_policy", "dtype", "attention_impl")
+# Train fields that decide what the checkpointed state is (adapters or full weights; optimizer state layout).
+STATE_TRAIN_KEYS = ("mode", "lora_rank", "lora_alpha", "lora_targets", "optimizer")
 
 
 def _int_at_least(low):
@@ -84,9 +86,14 @@ def check_resume_config(saved: dict | None, config, *, where) -> None:
         return
     old, new = saved["model"], _plain(config.model)
     missing = object()
-    differ = [k for k in sorted(set(old) | set(new))
+    differ = [f"model.{k}" for k in sorted(set(old) | set(new))
               if k not in RUNTIME_ONLY_MODEL_KEYS and old.get(k, missing) != new.get(k, missing)]
+    # what the train state holds: full weights or LoRA adapters, and the optimizer's state layout
+    old_train, new_train = saved.get("train", {}), _plain(config.train)
+    differ += [f"train.{k}" for k in STATE_TRAIN_KEYS if k in old_train and old_train[k] != new_train.get(k, missing)]
     if differ:
-        changes = ", ".join(f"model.{k} {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}" for k in differ)
+        value = lambda tree, k: tree.get(k.split(".", 1)[1], "(unset)")  # noqa: E731
+        changes = ", ".join(f"{k} {value(old if k.startswith('model.') else old_train, k)!r} -> "
+                            f"{value(new if k.startswith('model.') else new_train, k)!r}" for k in differ)
         raise UserInputError(f"{where}: its checkpoints hold another model ({changes}); resume with the saved "
                              f"values or train in a new --workdir")

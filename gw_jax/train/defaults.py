@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from gw_jax.models.lora import DEFAULT_TARGETS
 from gw_jax.models.pixel_codec import PixelCodec
 from gw_jax.parallel.logical import DEFAULT_RULES
 
@@ -11,7 +12,9 @@ from gw_jax.parallel.logical import DEFAULT_RULES
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.model = ml_collections.ConfigDict()  # filled by each experiment: reference DiT kwargs + options
+    # filled by each experiment: reference DiT kwargs + gw_jax options; ``pretrained``: a release folder (or its
+    # transformer/) to start from, whose config.json then gives the reference kwargs (gw_jax.train.pretrained)
+    c.model = ml_collections.ConfigDict(dict(pretrained=""))
 
     c.data = ml_collections.ConfigDict(dict(
         packed_dir="",  # output of `gw-jax pack`
@@ -42,6 +45,11 @@ def base_config() -> ml_collections.ConfigDict:
         ema_max_decay=0.9999,
         log_every=10, checkpoint_every=500, max_checkpoints=3, async_checkpoint=True,
         profile_steps=0,  # > 0: trace that many steps (after the first) with jax.profiler into WORKDIR/profile
+        optimizer="adamw",  # "adamw" | "came" | "came8bit" (the release's: CAME8Bit, lr 2**-14.5, constant)
+        schedule="cosine",  # "cosine" (warmup, cosine decay) | "constant" (after warmup)
+        # "full" | "lora": adapters on lora_targets (reference module names) train, the base is frozen; the
+        # defaults are the release's LoraConfig (r=64, lora_alpha=r, q/k/v/out of self- and cross-attention)
+        mode="full", lora_rank=64, lora_alpha=64.0, lora_targets=DEFAULT_TARGETS,
     ))
     c.mesh = ml_collections.ConfigDict(dict(
         axes=ml_collections.ConfigDict(dict(data=-1, fsdp=1, context=1, tensor=1)),
@@ -67,7 +75,7 @@ def demo_config(settings: dict) -> ml_collections.ConfigDict:
     codec = PixelCodec(pool=2, fold=4)
     latent_size = settings["size"] // codec.spatial_factor
     config = base_config()
-    config.model = ml_collections.ConfigDict(dict(
+    config.model.update(dict(
         max_img_h=latent_size, max_img_w=latent_size, max_frames=settings["clip_frames"],
         in_channels=codec.channels + 1, out_channels=codec.channels, patch_spatial=2, patch_temporal=1,
         model_channels=96, num_blocks=3, num_heads=4, crossattn_emb_channels=32, adaln_lora_dim=24,

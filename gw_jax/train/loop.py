@@ -21,15 +21,15 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from gw_jax.errors import UserInputError, make_output_dir
-from gw_jax.models.dit import GigaWorld0DiT
 from gw_jax.parallel.logical import use_mesh_rules
-from gw_jax.parallel.mesh import batch_sharding, describe, make_mesh
+from gw_jax.parallel.mesh import batch_sharding, describe, logical_tree_shardings, make_mesh
 from gw_jax.train.checkpoint import Checkpointer, abstract_with_shardings
 from gw_jax.train.config_checks import check_resume_config, check_train_config
 from gw_jax.train.data import make_batches, make_latent_encoder
 from gw_jax.train.guards import FiniteGuard, Profiler, StopSignal
 from gw_jax.train.metrics import MetricsWriter
 from gw_jax.train.optim import make_optimizer
+from gw_jax.train.pretrained import load_params, model_parts
 from gw_jax.train.sharding import state_shardings
 from gw_jax.train.state import ModelDef, TrainState, create_train_state
 from gw_jax.train.step import make_train_step
@@ -47,13 +47,12 @@ def _rules(config):
     return tuple((name, tuple(t) if isinstance(t, (list, tuple)) else t) for name, t in config.mesh.rules)
 
 
-def dit_factory(model_config) -> Callable[[nnx.Rngs], nnx.Module]:
-    return lambda rngs: GigaWorld0DiT.from_config(model_config, rngs=rngs)
-
-
 @dataclasses.dataclass
 class Setup:
-    """Everything a step needs, built once: also what the AOT compile command lowers."""
+    """Everything a step needs, built once: also what the AOT compile command lowers.
+
+    ``frozen_sharding`` is None unless part of the model is frozen (LoRA): then the step takes the frozen
+    weights (``init_frozen()``) as a fifth argument and the state holds only the trainable part."""
     mesh: Mesh
     rules: tuple
     model_def: ModelDef
@@ -63,23 +62,29 @@ class Setup:
     abstract_state: TrainState
     init_state: Callable[[], TrainState]
     train_step: Callable
+    mode: str = "full"
+    frozen_sharding: Any = None
+    init_frozen: Callable[[], Any] = lambda: None
 
 
 def build_setup(config, mesh: Mesh | None = None, latent_fn=None) -> Setup:
     mesh = mesh if mesh is not None else make_mesh(dict(config.mesh.axes))
     rules = _rules(config)
-    factory = dit_factory(config.model)
-    tx, schedule = make_optimizer(config.train)
+    parts = model_parts(config)  # from a pretrained folder: its model config, full or LoRA
 
-    def init_everything():
-        model = factory(nnx.Rngs(config.seed))
-        graphdef, params, buffers = nnx.split(model, nnx.Param, ...)
-        return create_train_state(nnx.to_pure_dict(params), tx), buffers
+    def split(model):
+        return nnx.split(model, parts.trainable, parts.frozen, ...)
 
     with use_mesh_rules(mesh, rules):
-        abstract_model = nnx.eval_shape(lambda: factory(nnx.Rngs(config.seed)))
-        graphdef, abstract_params, _ = nnx.split(abstract_model, nnx.Param, ...)
+        abstract_model = nnx.eval_shape(lambda: parts.build(nnx.Rngs(config.seed)))
+        graphdef, abstract_params, abstract_frozen, _ = split(abstract_model)
         logical_specs = nnx.to_pure_dict(nnx.get_partition_spec(abstract_params))
+        tx, schedule = make_optimizer(config.train, logical_specs)
+
+        def init_everything():
+            _, params, _, buffers = split(parts.build(nnx.Rngs(config.seed)))
+            return create_train_state(nnx.to_pure_dict(params), tx), buffers
+
         abstract_state, abstract_buffers = jax.eval_shape(init_everything)
         sharding = state_shardings(abstract_state, logical_specs, mesh, rules, tx)
         replicated = NamedSharding(mesh, PartitionSpec())
@@ -88,26 +93,46 @@ def build_setup(config, mesh: Mesh | None = None, latent_fn=None) -> Setup:
         # non-trainable buffers are small constants; none at all for the DiT, so abstract meshes (AOT
         # compiles for TPU topologies from a CPU host) never have to execute anything here
         buffers = abstract_buffers if not jax.tree.leaves(abstract_buffers) else state_and_buffers()[1]
+        frozen_sharding = None
+        if jax.tree.leaves(abstract_frozen):
+            frozen_specs = nnx.to_pure_dict(nnx.get_partition_spec(abstract_frozen))
+            frozen_sharding = logical_tree_shardings(frozen_specs, mesh, rules)
 
-    model_def = ModelDef(graphdef, buffers)
+    def init_state() -> TrainState:
+        if parts.pretrained is None or parts.mode != "full":
+            return state_and_buffers()[0]
+        params = load_params(parts.pretrained, abstract_params, sharding.params)  # EMA starts from them too
+        return jax.jit(lambda p: create_train_state(p, tx), out_shardings=sharding, donate_argnums=0)(params)
+
+    def init_frozen():
+        if frozen_sharding is None:
+            return None
+        if parts.pretrained is not None:
+            return load_params(parts.pretrained, abstract_frozen, frozen_sharding)
+        random_frozen = lambda: nnx.to_pure_dict(split(parts.build(nnx.Rngs(config.seed)))[2])  # noqa: E731
+        return jax.jit(random_frozen, out_shardings=frozen_sharding)()
+
+    # as plain arrays: merging then makes fresh variables inside each trace (LoRA scales are buffers)
+    model_def = ModelDef(graphdef, nnx.to_pure_dict(buffers) if jax.tree.leaves(buffers) else buffers)
     step = make_train_step(model_def, tx, schedule, config.loss, accum_steps=config.train.accum_steps,
                            latent_fn=latent_fn, ema_max_decay=config.train.ema_max_decay)
     return Setup(mesh=mesh, rules=rules, model_def=model_def, tx=tx, schedule=schedule,
-                 state_sharding=sharding, abstract_state=abstract_state,
-                 init_state=lambda: state_and_buffers()[0], train_step=step)
+                 state_sharding=sharding, abstract_state=abstract_state, init_state=init_state, train_step=step,
+                 mode=parts.mode, frozen_sharding=frozen_sharding, init_frozen=init_frozen)
 
 
 def jit_train_step(setup: Setup, batch_example: dict, vae_params=None):
-    """The step jitted with explicit shardings and donated state."""
+    """The step jitted with explicit shardings and donated state: (state, batch, key, vae[, frozen])."""
     replicated = NamedSharding(setup.mesh, PartitionSpec())
     batch_sh = {k: batch_sharding(setup.mesh, np.ndim(v)) for k, v in batch_example.items()}
     vae_sh = jax.tree.map(lambda _: replicated, vae_params)
+    frozen_sh = () if setup.frozen_sharding is None else (setup.frozen_sharding,)
 
-    def step(state, batch, key, vae):
+    def step(state, batch, key, vae, *frozen):
         with use_mesh_rules(setup.mesh, setup.rules):
-            return setup.train_step(state, batch, key, vae)
+            return setup.train_step(state, batch, key, vae, *frozen)
 
-    return jax.jit(step, in_shardings=(setup.state_sharding, batch_sh, replicated, vae_sh),
+    return jax.jit(step, in_shardings=(setup.state_sharding, batch_sh, replicated, vae_sh) + frozen_sh,
                    out_shardings=(setup.state_sharding, replicated), donate_argnums=(0,))
 
 
@@ -156,6 +181,7 @@ def train(config, workdir: str | Path, *, batches=None, vae=None, max_steps: int
     data = batches if hasattr(batches, "get_state") else None  # saved and restored with the model
     restored = checkpointer.restore(abstract_with_shardings(setup.abstract_state, setup.state_sharding), data=data)
     state = setup.init_state() if restored is None else restored[0]
+    frozen = () if setup.frozen_sharding is None else (setup.init_frozen(),)  # LoRA: the base, never saved
     start = int(jax.device_get(state.step))
     num_steps = int(config.train.num_steps)
     metrics_writer = MetricsWriter(workdir, resume_step=start)
@@ -167,7 +193,7 @@ def train(config, workdir: str | Path, *, batches=None, vae=None, max_steps: int
     batch = global_batch(setup.mesh, local)
     step_fn = jit_train_step(setup, local, vae_params)
     t0 = time.perf_counter()
-    compiled = step_fn.lower(state, batch, base_key, vae_params).compile()
+    compiled = step_fn.lower(state, batch, base_key, vae_params, *frozen).compile()
     print(f"mesh {describe(setup.mesh)}; compiled train step in {time.perf_counter() - t0:.1f}s; "
           f"memory per device: {memory_report(compiled)}", flush=True)
 
@@ -192,7 +218,7 @@ def train(config, workdir: str | Path, *, batches=None, vae=None, max_steps: int
                     batch = global_batch(setup.mesh, next(batches))
                 done = step + 1  # steps are counted as updates done, as in checkpoints and metrics
                 profiler.before(done)
-                state, metrics = compiled(state, batch, jax.random.fold_in(base_key, step), vae_params)
+                state, metrics = compiled(state, batch, jax.random.fold_in(base_key, step), vae_params, *frozen)
                 profiler.after(done, metrics)
                 finite.add(done, metrics)
                 if done % config.train.log_every == 0 or done == num_steps:

@@ -1,8 +1,9 @@
 """Shardings for the train state: parameters from their logical names, optimizer state to match.
 
-Which optimizer-state leaves are parameter-shaped (Adam moments) is the optimizer's own knowledge:
-``optax.tree_map_params`` walks the state with it, so a moment takes its parameter's sharding and
-everything else (step counts, schedule state) is replicated, whatever the chain of transformations.
+Which optimizer-state leaves belong to a parameter (Adam moments, CAME's statistics) is the optimizer's own
+knowledge: ``optax.tree_map_params`` walks the state with it, so a leaf of its parameter's shape takes the
+parameter's sharding and everything else (step counts, schedule state, CAME's factored row/column vectors
+and 8-bit block scales, all small) is replicated, whatever the chain of transformations.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ def state_shardings(abstract_state: TrainState, logical_specs, mesh: Mesh, rules
     param_shardings = logical_tree_shardings(logical_specs, mesh, rules)
     replicated = NamedSharding(mesh, PartitionSpec())
     opt_shardings = optax.tree_map_params(
-        tx, lambda _param, sharding: sharding, abstract_state.opt_state, param_shardings,
+        tx, lambda leaf, sharding, param: sharding if tuple(leaf.shape) == tuple(param.shape) else replicated,
+        abstract_state.opt_state, param_shardings, abstract_state.params,
         transform_non_params=lambda _leaf: replicated)
     return TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings,
                       ema_params=param_shardings)

@@ -29,8 +29,11 @@ class ModelDef:
     graphdef: Any = flax.struct.field(pytree_node=False)
     buffers: Any  # non-Param variables (e.g. RoPE tables), as an nnx.State
 
-    def merge(self, params) -> nnx.Module:
-        return nnx.merge(self.graphdef, params, self.buffers)
+    def merge(self, params, frozen=None) -> nnx.Module:
+        """The module from trainable ``params`` (+ the ``frozen`` part, e.g. the base under LoRA adapters)."""
+        if frozen is None:
+            return nnx.merge(self.graphdef, params, self.buffers)
+        return nnx.merge(self.graphdef, params, frozen, self.buffers)
 
 
 def create_train_state(params, tx: optax.GradientTransformation) -> TrainState:

@@ -25,9 +25,10 @@ LatentFn = Callable[[object, jax.Array], jax.Array]  # (vae_params, video (B,3,T
 
 
 def make_loss_fn(model_def: ModelDef, loss_cfg, latent_fn: LatentFn | None = None):
-    """Mean reference loss of one micro-batch: (params, batch, key, vae_params) -> scalar."""
+    """Mean reference loss of one micro-batch: (params, batch, key, vae_params[, frozen]) -> scalar; the
+    gradient is taken with respect to ``params`` only (``frozen``: e.g. the base weights under LoRA)."""
 
-    def loss_fn(params, batch, key, vae_params=None):
+    def loss_fn(params, batch, key, vae_params=None, frozen=None):
         if "latents" in batch:
             latents = batch["latents"]
         elif latent_fn is not None:
@@ -44,7 +45,7 @@ def make_loss_fn(model_def: ModelDef, loss_cfg, latent_fn: LatentFn | None = Non
             ref_masks = diffusion.sample_latent_ref_masks(
                 key_masks, batch_size=latents.shape[0], num_latent_frames=latents.shape[2],
                 max_ref_frames=loss_cfg.max_ref_frames, start=loss_cfg.ref_start)
-        model = model_def.merge(params)
+        model = model_def.merge(params, frozen)
         if "control" in batch:  # extra conditioning channels (e.g. ViewTransfer's warped views)
             model = diffusion.with_control(model, batch["control"])
         per_sample = diffusion.reference_loss(model, latents, noise, sigma, ref_masks,
@@ -60,13 +61,13 @@ def make_train_step(model_def: ModelDef, tx: optax.GradientTransformation, sched
     loss_fn = make_loss_fn(model_def, loss_cfg, latent_fn)
     grad_fn = jax.value_and_grad(loss_fn)
 
-    def train_step(state: TrainState, batch: dict, key: jax.Array, vae_params=None):
+    def train_step(state: TrainState, batch: dict, key: jax.Array, vae_params=None, frozen=None):
         micro_batches = jax.tree.map(lambda x: rearrange(x, "(a b) ... -> a b ...", a=accum_steps), batch)
         micro_keys = jax.random.split(key, accum_steps)
 
         def accumulate(grad_sum, inputs):
             micro_batch, micro_key = inputs
-            loss, grads = grad_fn(state.params, micro_batch, micro_key, vae_params)
+            loss, grads = grad_fn(state.params, micro_batch, micro_key, vae_params, frozen)
             grad_sum = jax.tree.map(lambda s, g: s + g.astype(jnp.float32), grad_sum, grads)
             return grad_sum, loss
 
