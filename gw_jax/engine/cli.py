@@ -22,7 +22,9 @@ def run(args) -> int:
     report = run_engine(args.out, quick=args.quick, seed=args.seed, steps=args.steps, progress=not args.no_progress)
     print(f"\nnovel views ({report['view_eval']['clips']} held-out clips): PSNR ViewTransfer "
           f"{report['view_psnr_model']:.2f} dB vs warp-only {report['view_psnr_warp_only']:.2f} dB; SSIM "
-          f"{report['view_ssim_model']:.3f} vs {report['view_ssim_warp_only']:.3f}")
+          f"{report['view_ssim_model']:.3f} vs {report['view_ssim_warp_only']:.3f}; in the holes "
+          f"{report['view_psnr_holes_model']:.2f} vs {report['view_psnr_holes_warp_only']:.2f} dB "
+          f"(release sampler from noise: {report['view_psnr_model_release_sampler']:.2f} dB)")
     print("gate AUC: " + ", ".join(f"{g} {a:.2f}" for g, a in report["gate_auc"].items()))
     print(f"kept {report['variants']['kept']} of {report['variants']['generated']} generated variants; "
           f"RLDS: {report['rlds_dir']} ({report['total_s']:.0f}s)")

@@ -5,7 +5,8 @@
 3. train ViewTransfer (the DiT + control channels) on double-projection pairs from every training camera,
    each used as single-view video;
 4. held-out novel views: warp the main camera to each extra camera, render the arm there at the re-targeted
-   joints, generate; PSNR / SSIM against the simulator's render vs the warp-only baseline;
+   joints, generate (the model's pixels fill the warp's holes); PSNR / SSIM against the simulator's render
+   vs the warp-only baseline (and vs the same model under the release sampler from noise);
 5. gate benchmark: each gate's ROC AUC on corrupted vs clean held-out clips (physical gates through the IDM),
    and keep/drop thresholds from the clean clips;
 6. the generated variants, labelled by the IDM, go through every gate; the seed episodes and the kept
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +37,7 @@ from gw_jax.train.loop import train
 from gw_jax.video_metrics import psnr, ssim
 
 QUICK = dict(train_episodes=16, heldout_episodes=6, views=2, sim_frames=33, sim_fps=8.0, size=32, clip_frames=8,
-             steps=700, batch_size=8, sample_steps=16, idm_steps=400, seg_steps=150, gate_window=11,
+             steps=700, batch_size=8, sample_steps=1, sample_sigma=0.5, idm_steps=400, seg_steps=150, gate_window=11,
              gate_windows_per_clip=2)
 FULL = dict(QUICK, train_episodes=64, heldout_episodes=12, steps=3000, idm_steps=1500, seg_steps=300)
 
@@ -184,16 +186,26 @@ def run_engine(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int
     emb, _ = text.encode([held_eps[v["episode"]]["prompt"] for v in views for _ in v["pairs"]])
     control = vt.control_latents(codec, pairs)
     model = result.model_def.merge(result.state.params)
-    latents = vt.generate(model, control, emb, np.full(len(pairs), settings["sim_fps"], np.float32),
-                          jax.random.key(seed + 7), config.sample)
-    generated = vt.to_frames(np.asarray(codec.decode(jnp.asarray(latents + vt.base_latents(codec, pairs)))))
+    fps = np.full(len(pairs), settings["sim_fps"], np.float32)
+    base = vt.base_latents(codec, pairs)
+
+    def views_from(sample_cfg, from_noise=False):
+        latents = vt.generate(model, control, emb, fps, jax.random.key(seed + 7), sample_cfg, from_noise=from_noise)
+        return vt.compose(pairs, vt.to_frames(np.asarray(codec.decode(jnp.asarray(latents + base)))))
+
+    generated = views_from(config.sample)
+    # for the record: the release sampler as it is (16 steps from noise at sigma 80), same model and composition
+    release = SimpleNamespace(**dict(config.sample.to_dict(), steps=16, sigma_max=80.0))
+    sampled = views_from(release, from_noise=True)
     baseline = np.stack([vt.warp_only(p) for p in pairs])
     truth = np.stack([p.target for p in pairs])
     scores = {}
-    for name, video in (("model", generated), ("warp_only", baseline)):
+    for name, video in (("model", generated), ("warp_only", baseline), ("model_release_sampler", sampled)):
         pairs_01 = [(a / 255, b / 255) for a, b in zip(truth, video, strict=True)]
         scores[f"view_psnr_{name}"] = float(np.mean([psnr(a, b) for a, b in pairs_01]))
         scores[f"view_ssim_{name}"] = float(np.mean([ssim(a, b) for a, b in pairs_01]))
+        hole_err = ((truth.astype(np.float64) - video) / 255)[np.stack([vt.holes(p) for p in pairs])]
+        scores[f"view_psnr_holes_{name}"] = float(-10 * np.log10(np.mean(hole_err ** 2) + 1e-12))
     timings["generate_s"] = time.perf_counter() - t
     write_pictures(out, pairs, baseline, generated, truth)
 
@@ -245,7 +257,9 @@ def run_engine(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int
         rlds_episodes=dict(seed=len(train_eps) + len(held_eps), view_transfer=gated["kept"]),
         variants=dict(generated=gated["total"], kept=gated["kept"], dropped_by=dropped_by),
         view_eval=dict(clips=len(pairs), frames_per_clip=settings["clip_frames"], size=settings["size"],
-                       heldout_episodes=len(held_eps), views=settings["views"], training_pairs=n_pairs),
+                       heldout_episodes=len(held_eps), views=settings["views"], training_pairs=n_pairs,
+                       hole_fraction=float(np.mean([vt.holes(p).mean() for p in pairs])),
+                       sample_steps=config.sample.steps, sample_sigma=config.sample.sigma_max),
         idm=idm_summary, train_steps=settings["steps"],
         final_loss=result.losses[-1] if result.losses else None, codec=config.codec.to_dict(),
         timings_s={k: round(v, 1) for k, v in timings.items()}, total_s=round(time.perf_counter() - t0, 1),

@@ -10,6 +10,11 @@ double projection A -> virtual B -> A (``geometry.warp.double_projection``): the
 the holes and resampling of a real A -> B warp, and the target is A's own frame. At generation time the
 background is warped A -> B and the arm rendered at B.
 
+Generation starts from the residual's prior mean (zeros) at a small sigma (``config.sample.sigma_max``,
+0.5, one step), not from noise at sigma 80: the tiny DiT cannot cancel per-pixel noise through its width,
+so the release sampler leaves the noise in (measured in docs/engine.md). ``compose`` then takes the
+generated pixels only where the warp left a hole; warped pixels and the re-rendered arm stay as they are.
+
     pair = double_projection_pair(frames, depth, arm_mask, K, E, rng)     # training, from one view
     pair = novel_view_pair(frames, depth, arm_mask, K, E, K_b, E_b, arm_frames_b, arm_masks_b)
     control = control_latents(codec, [pair, ...])                         # (B, 3 * C, T, h, w)
@@ -17,6 +22,7 @@ background is warped A -> B and the arm rendered at B.
     residual = target_latents(codec, pairs)                               # what the DiT learns to generate
     config = view_transfer_config(settings)                               # demo DiT + control channels
     frames = to_frames(codec.decode(generate(model, control, ...) + base_latents(codec, pairs)))
+    views = compose(pairs, frames)                                        # generated pixels in the holes only
 """
 
 from __future__ import annotations
@@ -91,6 +97,16 @@ def novel_view_pair(frames, depth, arm_mask, intrinsics, extrinsics, intrinsics_
                     target=None if target is None else np.asarray(target))
 
 
+def holes(pair: ViewPair) -> np.ndarray:
+    """(T, H, W) bool: pixels of view B that neither the warp nor the arm render covers."""
+    return ~pair.valid & ~pair.arm_mask
+
+
+def compose(pairs: list[ViewPair], generated) -> np.ndarray:
+    """Generated frames (B, T, H, W, 3) in the holes, the warp-only composite everywhere else."""
+    return np.stack([np.where(holes(p)[..., None], g, warp_only(p)) for p, g in zip(pairs, generated, strict=True)])
+
+
 def warp_only(pair: ViewPair) -> np.ndarray:
     """The baseline: the arm layer over the warped background, holes filled from the nearest warped pixel."""
     filled = np.stack([warp.nearest_fill(b, v) for b, v in zip(pair.background, pair.valid, strict=True)])
@@ -148,13 +164,16 @@ def view_transfer_config(settings: dict, *, pool: int = 1, fold: int = 4):
     latent = settings["size"] // codec.spatial_factor
     config.model.update(dict(max_img_h=latent, max_img_w=latent, out_channels=codec.channels,
                              in_channels=codec.channels * (1 + CONTROL_IMAGES) + 1))
-    config.sample.update(dict(steps=settings.get("sample_steps", 16), guidance=1.0))
+    config.sample.update(dict(steps=settings.get("sample_steps", 1), sigma_max=settings.get("sample_sigma", 0.5),
+                              guidance=1.0))
     return config
 
 
-def generate(model, control, text_emb, fps, key, sample_cfg, chunk: int = 16) -> np.ndarray:
-    """Residual latents (B, C, T, h, w) sampled with the reference sampler (no reference frames: nothing of
-    view B is known), conditioned on ``control``; add ``base_latents`` and decode."""
+def generate(model, control, text_emb, fps, key, sample_cfg, chunk: int = 16, from_noise: bool = False) -> np.ndarray:
+    """Residual latents (B, C, T, h, w) from the reference sampler (no reference frames: nothing of view B
+    is known), conditioned on ``control``; add ``base_latents`` and decode. The sampler starts at
+    ``sample_cfg.sigma_max`` from the residual's prior mean (zeros), or with ``from_noise`` from
+    N(0, sigma_max^2) as the release does."""
 
     @jax.jit
     def run(noise, control, text_emb, fps):
@@ -173,6 +192,6 @@ def generate(model, control, text_emb, fps, key, sample_cfg, chunk: int = 16) ->
         emb = np.concatenate([text_emb[part], np.zeros((pad,) + text_emb.shape[1:], text_emb.dtype)])
         f = np.concatenate([fps[part], np.full(pad, fps[0], np.float32)])
         shape = (chunk, channels) + c.shape[2:]
-        noise = jax.random.normal(jax.random.fold_in(key, start), shape) * sample_cfg.sigma_max
+        noise = jax.random.normal(jax.random.fold_in(key, start), shape) * sample_cfg.sigma_max * from_noise
         outs.append(np.asarray(run(noise, jnp.asarray(c_full), jnp.asarray(emb), jnp.asarray(f[:1])))[:len(c)])
     return np.concatenate(outs)
