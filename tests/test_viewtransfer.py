@@ -48,3 +48,31 @@ def test_compose_fills_only_the_holes(episode):
     assert np.array_equal(out[~holes], vt.warp_only(pair)[~holes])  # warped pixels and the arm untouched
     assert (out[holes] == 7).all()
     assert np.array_equal(out[pair.arm_mask], pair.arm[pair.arm_mask])  # the arm as rendered at view B
+
+
+@pytest.mark.slow  # three sampler compiles: 64 s on 2 cores shared with other jobs
+def test_control_channels_and_generation_from_the_prior_mean():
+    import jax
+    from flax import nnx
+
+    from gw_jax.diffusion import with_control
+    from gw_jax.models.dit import GigaWorld0DiT
+
+    settings = dict(size=16, clip_frames=2, sim_frames=9, sim_fps=8.0, batch_size=2, steps=1, sample_steps=1)
+    config = vt.view_transfer_config(settings)
+    config.model.update(dict(num_blocks=1, model_channels=32, num_heads=2))
+    model = GigaWorld0DiT.from_config(config.model, rngs=nnx.Rngs(0))
+    c_lat = config.model.out_channels
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, c_lat + 1, 2, 4, 4)).astype(np.float32)  # latents + reference-mask channel
+    control = rng.normal(size=(2, vt.CONTROL_IMAGES * c_lat, 2, 4, 4)).astype(np.float32)
+    t, emb = np.full((2, 1, 2, 1, 1), 0.5, np.float32), rng.normal(size=(2, 4, 32)).astype(np.float32)
+    out = with_control(model, control)(x, t, emb, 8.0)
+    np.testing.assert_array_equal(out, model(np.concatenate([x, control], axis=1), t, emb, 8.0))
+    assert not np.allclose(out, with_control(model, control + 1.0)(x, t, emb, 8.0))  # the control is seen
+    fps = np.full(2, 8.0, np.float32)
+    first = vt.generate(model, control, emb, fps, jax.random.key(0), config.sample, chunk=2)
+    again = vt.generate(model, control, emb, fps, jax.random.key(1), config.sample, chunk=2)
+    np.testing.assert_array_equal(first, again)  # from the prior mean: no noise drawn
+    noisy = vt.generate(model, control, emb, fps, jax.random.key(1), config.sample, chunk=2, from_noise=True)
+    assert first.shape == noisy.shape == (2, c_lat, 2, 4, 4) and not np.allclose(first, noisy)
