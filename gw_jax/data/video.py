@@ -15,6 +15,7 @@ import imageio.v3 as iio
 import numpy as np
 
 from gw_jax.errors import UserInputError
+from gw_jax.storage import LocalCopy, as_path, is_remote
 
 # imageio-ffmpeg starts ffmpeg with preexec_fn=os.setpgrp (to keep Ctrl-C from it): Python code run between
 # fork and exec in a process with JAX's threads can deadlock, and JAX warns "os.fork() was called" on every
@@ -39,12 +40,15 @@ def ffmpeg_reason(error: Exception) -> str:
 
 def read_video(path: str | Path) -> tuple[np.ndarray, float]:
     """Returns (frames uint8 (F, H, W, 3), fps). Raises UserInputError naming the file if unreadable."""
-    path = Path(path)
+    path = as_path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: no such video file")
+    if is_remote(path):
+        return decode_video_bytes(path.read_bytes(), where=str(path))
     try:
-        frames = iio.imread(path, plugin="pyav") if _has_pyav() else iio.imread(path, extension=".mp4")
-        meta = iio.immeta(path, extension=".mp4") if not _has_pyav() else iio.immeta(path, plugin="pyav")
+        file = os.fspath(path)
+        frames = iio.imread(file, plugin="pyav") if _has_pyav() else iio.imread(file, extension=".mp4")
+        meta = iio.immeta(file, extension=".mp4") if not _has_pyav() else iio.immeta(file, plugin="pyav")
     except Exception as e:
         raise UserInputError(f"{path}: unreadable video ({ffmpeg_reason(e)})") from e
     frames = np.asarray(frames)
@@ -66,15 +70,20 @@ def decode_video_bytes(data: bytes, *, where: str = "video") -> tuple[np.ndarray
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float = 16.0) -> None:
-    """Writes uint8 (F, H, W, 3) frames as H.264 mp4 (even sizes; quality high enough for training)."""
+    """Writes uint8 (F, H, W, 3) frames as H.264 mp4 (even sizes; quality high enough for training); to a
+    ``gs://`` path through a local file that is uploaded once complete."""
     frames = np.asarray(frames)
     if frames.dtype != np.uint8:
         raise ValueError(f"write_video expects uint8 frames, got {frames.dtype}")
-    path = Path(path)
+    with LocalCopy(path, suffix=".mp4") as local:
+        _write_local_video(local, frames, fps)
+
+
+def _write_local_video(path, frames: np.ndarray, fps: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.mp4")
     try:
-        with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=9, macro_block_size=1,
+        with imageio.get_writer(os.fspath(tmp), fps=fps, codec="libx264", quality=9, macro_block_size=1,
                                 ffmpeg_log_level="error", pixelformat="yuv420p") as writer:
             for frame in frames:
                 writer.append_data(frame)

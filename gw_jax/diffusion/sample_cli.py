@@ -7,7 +7,7 @@ reference (first) frame, rolls out with the reference sampler and writes an mp4.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import io
 
 import jax
 import jax.numpy as jnp
@@ -16,29 +16,31 @@ from PIL import Image
 
 from gw_jax.data.video import write_video
 from gw_jax.diffusion import sample_reference
-from gw_jax.errors import UserInputError, check_output_dir
+from gw_jax.errors import UserInputError
 from gw_jax.models.factory import load_codec, load_text_encoder
+from gw_jax.storage import as_path, check_bucket, check_output_file
 from gw_jax.train.export import restore_workdir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workdir", required=True, help="a `gw-jax train` (or demo train/) folder")
+    parser.add_argument("--workdir", required=True, help="a `gw-jax train` (or demo train/) folder or gs:// URI")
     parser.add_argument("--image", required=True, help="first frame (png/jpg), resized to the training size")
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--frames", type=int, default=None, help="frames to generate (default: training clips)")
-    parser.add_argument("--out", required=True, help="output .mp4")
+    parser.add_argument("--out", required=True, help="output .mp4 (a file or gs:// URI)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--guidance", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ema", action="store_true", help="sample with the EMA weights")
 
 
-def load_image(path: Path, height: int, width: int) -> np.ndarray:
+def load_image(path, height: int, width: int) -> np.ndarray:
     """(3, H, W) in [-1, 1]: resized to cover and centre-cropped (the reference transform, no randomness)."""
+    path = as_path(path, flag="--image")
     if not path.is_file():
         raise UserInputError(f"--image {path}: no such file")
     try:
-        image = Image.open(path).convert("RGB")
+        image = Image.open(io.BytesIO(path.read_bytes())).convert("RGB")
     except Exception as e:
         raise UserInputError(f"--image {path}: unreadable image ({e})") from e
     scale = max(height / image.height, width / image.width)
@@ -51,11 +53,14 @@ def load_image(path: Path, height: int, width: int) -> np.ndarray:
 
 def run(args) -> int:
     # every argument is checked before anything slow (restoring, compiling) starts
-    if not (Path(args.workdir) / "checkpoints").is_dir():
-        raise UserInputError(f"--workdir {args.workdir}: no checkpoints/ folder (train first)")
-    if not Path(args.image).is_file():
-        raise UserInputError(f"--image {args.image}: no such file")
-    check_output_dir(Path(args.out).absolute().parent, flag="--out")
+    workdir, image = as_path(args.workdir, flag="--workdir"), as_path(args.image, flag="--image")
+    check_bucket(workdir, flag="--workdir")
+    if not (workdir / "checkpoints").is_dir():
+        raise UserInputError(f"--workdir {workdir}: no checkpoints/ folder (train first)")
+    check_bucket(image, flag="--image")
+    if not image.is_file():
+        raise UserInputError(f"--image {image}: no such file")
+    out_path = check_output_file(args.out, flag="--out")
     if args.frames is not None and args.frames < 2:
         raise UserInputError("--frames must be at least 2 (the first one is the given image)")
     if args.steps is not None and args.steps < 1:
@@ -67,7 +72,7 @@ def run(args) -> int:
     model = setup.model_def.merge(state.ema_params if args.ema else state.params, setup.init_frozen())
 
     frames = args.frames or config.data.num_frames
-    first = load_image(Path(args.image), config.data.height, config.data.width)
+    first = load_image(image, config.data.height, config.data.width)
     video = np.zeros((1, 3, frames, config.data.height, config.data.width), np.float32)
     video[:, :, 0] = first
     latents = codec.encode(jnp.asarray(video))
@@ -84,6 +89,6 @@ def run(args) -> int:
         sigma_max=sample_cfg.sigma_max, augment_sigma=sample_cfg.augment_sigma))(noise)
     pixels = np.asarray(codec.decode(out))[0]
     clip = np.clip((np.moveaxis(pixels, 0, -1) + 1) * 127.5, 0, 255).round().astype(np.uint8)
-    write_video(args.out, clip, fps=config.data.fps)
-    print(f"wrote {args.out}: {clip.shape[0]} frames of {clip.shape[1]}x{clip.shape[2]}")
+    write_video(out_path, clip, fps=config.data.fps)
+    print(f"wrote {out_path}: {clip.shape[0]} frames of {clip.shape[1]}x{clip.shape[2]}")
     return 0

@@ -158,7 +158,9 @@ def view_transfer_config(settings: dict, *, pool: int = 1, fold: int = 4):
     """The demo's DiT and training preset on ``settings["size"]`` frames, with the control channels added to
     its input. The codec is whatever ``config.codec`` names (``load_codec``): the pixel codec, unpooled, so
     generated views keep the frames' size."""
-    config = demo_config(settings)
+    # the demo's DiT on the fixed pixel codec, with the training sigmas of the base config (what was measured)
+    config = demo_config(dict(dict(codec="pixel", model_channels=96, p_mean=0.0, p_std=1.0, sigma_max=80.0,
+                                   sample_steps=1), **settings))
     config.codec.update(dict(name="pixel", pool=pool, fold=fold))
     codec = load_codec(config)
     latent = settings["size"] // codec.spatial_factor
