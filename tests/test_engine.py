@@ -24,7 +24,7 @@ def test_filter_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert "must map gate names to numbers" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # the whole loop, tiny: 7.5 min on 2 cores shared with other jobs
+@pytest.mark.slow  # the whole loop, tiny: 3-7.5 min on 2 cores shared with other jobs
 def test_engine_runs_end_to_end(tmp_path):
     from gw_jax.data.rlds import RldsDataset
     from gw_jax.engine import gates as G

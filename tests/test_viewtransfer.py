@@ -50,7 +50,7 @@ def test_compose_fills_only_the_holes(episode):
     assert np.array_equal(out[pair.arm_mask], pair.arm[pair.arm_mask])  # the arm as rendered at view B
 
 
-@pytest.mark.slow  # three sampler compiles: 64 s on 2 cores shared with other jobs
+@pytest.mark.slow  # three sampler compiles: 31-64 s on 2 cores shared with other jobs
 def test_control_channels_and_generation_from_the_prior_mean():
     import jax
     from flax import nnx
