@@ -243,8 +243,8 @@ def test_nonsense_train_values_are_refused_before_anything_is_written(tmp_path, 
 
 
 def write_checkpoint(workdir: Path, overrides: list[str], step: int = 1) -> None:
-    """Step ``step`` of a run of configs/demo_pixel.py with ``overrides`` as `gw-jax train` saves it, the weights freshly
-    initialised (no training step compiled: all that sampling or resuming needs)."""
+    """Step ``step`` of a run of configs/demo_pixel.py with ``overrides`` as `gw-jax train` saves it, the
+    weights freshly initialised (no training step compiled: all that sampling or resuming needs)."""
     import jax.numpy as jnp
 
     from gw_jax.config import load_config
@@ -268,7 +268,8 @@ def test_metrics_after_an_unsaved_step_are_not_repeated_on_resume(tmp_path, epis
     # what the killed run had logged: steps 1 and 2 (saved), 3 (not saved), half of 4
     (workdir / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 9.0}) + "\n" for s in (1, 2, 3))
                                            + '{"step": 4, "lo')
-    assert main(["train", "--config", "configs/demo_pixel.py", "--no-progress", "--workdir", str(workdir), *overrides]) == 0
+    args = ["train", "--config", "configs/demo_pixel.py", "--no-progress", "--workdir", str(workdir), *overrides]
+    assert main(args) == 0
     logged = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in logged] == [1, 2, 3, 4] and logged[2]["loss"] != 9.0  # step 3 is the new one
 
