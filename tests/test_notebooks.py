@@ -90,9 +90,10 @@ def run_notebook(path, workdir):
     nbclient = pytest.importorskip("nbclient")
     nbformat = pytest.importorskip("nbformat")
     pytest.importorskip("ipykernel")
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # conftest's 8 fake devices: not a runtime's
+    # conftest's 8 fake devices are no runtime's; MPLBACKEND would replace the kernel's inline figures
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "MPLBACKEND")}
     env.update(GW_JAX_SMOKE="1", PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
-               MPLBACKEND="Agg", PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(workdir)}})
