@@ -18,7 +18,6 @@ import json
 import shutil
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -66,7 +65,7 @@ def random_module(make, seed: int) -> nnx.Module:
         shape, name = tuple(variable.shape), str(path[-1])
         if name in ("scale", "gamma"):
             value = 1.0 + 0.1 * rng.standard_normal(shape)
-        elif len(shape) >= 2 and name != "embedding":  # Linear kernels (.., in, out), convolutions (kt, kh, kw, in, out)
+        elif len(shape) >= 2 and name != "embedding":  # Linear kernels (.., in, out); convs (kt, kh, kw, in, out)
             fan_in = shape[-2] if name == "kernel" else int(np.prod(shape[:-1]))
             value = rng.standard_normal(shape) / np.sqrt(fan_in)
         else:

@@ -180,7 +180,8 @@ def markdown_table(report: dict) -> str:
         if "error" in r:
             lines.append(f"| {name} | - | - | - | - | {r['error']} | - |")
             continue
-        lines.append(f"| {name} | {r.get('device', '-')} | {r['params']:,} | {r['forward_s']:.4f} | {r['train_step_s']:.4f} | "
+        lines.append(f"| {name} | {r.get('device', '-')} | {r['params']:,} | {r['forward_s']:.4f} | "
+                     f"{r['train_step_s']:.4f} | "
                      f"{r['forward_compile_s']:.1f} / {r['train_compile_s']:.1f} | "
                      f"{r['forward_s'] / base['forward_s']:.2f}x / {r['train_step_s'] / base['train_step_s']:.2f}x |")
     return "\n".join(lines)
