@@ -17,7 +17,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from gw_jax.data.video import mediapy_with_ffmpeg
+
 SMOKE_ENV = "GW_JAX_SMOKE"
+mediapy_with_ffmpeg()  # mediapy.show_video(s) in the notebooks encodes with the ffmpeg that pip installed
 
 
 def smoke() -> bool:

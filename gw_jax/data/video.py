@@ -9,18 +9,27 @@ Errors are one line naming the file: ffmpeg's banner is dropped, its own error l
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
 
 import imageio_ffmpeg
-import mediapy
 import numpy as np
 
 from gw_jax.errors import UserInputError
 
 QP = 12  # H.264 constant quantiser: ~38 dB PSNR on the simulator's clips, high enough for training
-mediapy.set_ffmpeg(os.environ.get("GW_JAX_FFMPEG") or imageio_ffmpeg.get_ffmpeg_exe())
+
+
+@functools.cache
+def mediapy_with_ffmpeg():
+    """mediapy set to our ffmpeg, imported on first use: it imports matplotlib (which writes a font cache under
+    ~/.cache), a cost commands that never touch a video need not pay. Notebooks call it before showing videos."""
+    import mediapy
+
+    mediapy.set_ffmpeg(os.environ.get("GW_JAX_FFMPEG") or imageio_ffmpeg.get_ffmpeg_exe())
+    return mediapy
 
 _BANNER = re.compile(r"^\s*(ffmpeg version|built with|configuration:|lib\w+\s+\d|=== stderr ===|Error opening input"
                      r" file /tmp)")
@@ -53,7 +62,7 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float]:
     if not path.is_file():
         raise UserInputError(f"{path}: no such video file")
     try:
-        video = mediapy.read_video(path)
+        video = mediapy_with_ffmpeg().read_video(path)
     except Exception as e:
         raise UserInputError(f"{path}: unreadable video ({ffmpeg_reason(e)})") from e
     return _checked(video, path), float(video.metadata.fps or 0.0)
@@ -62,7 +71,7 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float]:
 def decode_video_bytes(data: bytes, *, where: str = "video") -> tuple[np.ndarray, float]:
     """An mp4 file's bytes -> (frames uint8 (F, H, W, 3), fps); ``where`` names it in errors."""
     try:
-        video = mediapy.decompress_video(data)
+        video = mediapy_with_ffmpeg().decompress_video(data)
     except Exception as e:
         raise UserInputError(f"{where}: undecodable video ({ffmpeg_reason(e)})") from e
     return _checked(video, where), float(video.metadata.fps or 0.0)
@@ -77,7 +86,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 16.0) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.mp4")
     try:
-        mediapy.write_video(tmp, frames, fps=fps, qp=QP)
+        mediapy_with_ffmpeg().write_video(tmp, frames, fps=fps, qp=QP)
     except BaseException:  # interrupted or failed: no half-written file left behind either
         tmp.unlink(missing_ok=True)
         raise
