@@ -20,6 +20,7 @@ progress bar.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from pathlib import Path
 from typing import Sequence
@@ -78,11 +79,16 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: image not found")
+    return decode_image(path.read_bytes(), where=str(path))
+
+
+def decode_image(data: bytes, *, where: str = "image") -> np.ndarray:
+    """An image file's bytes (png, jpg, ...) -> uint8 (H, W, 3) RGB; ``where`` names it in errors."""
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image.convert("RGB"))
     except Exception as e:  # PIL raises several types for unreadable files
-        raise UserInputError(f"{path}: unreadable image ({type(e).__name__}: {e})") from e
+        raise UserInputError(f"{where}: unreadable image ({type(e).__name__}: {e})") from e
 
 
 def requests_from_json(path: str | Path) -> list[Request]:
