@@ -1,9 +1,11 @@
-"""The demo's world model: tiny DiT on pixel-codec latents (32x32 frames -> 8x8x48), 9-frame clips.
+"""The demo's world model: tiny DiT on the learned PatchVAE latents (32x32 frames -> 8x8x16), 9-frame clips.
 
-    gw-jax demo --quick --out runs/demo          # builds the data, then trains with this config
-    gw-jax train --config configs/demo.py --workdir runs/demo_train ...   (needs latents batches)
+    gw-jax demo --quick --out runs/demo          # simulates, packs, trains the codec and this model
+    gw-jax train --config configs/demo.py --workdir runs/demo_train \\
+        --config.codec.path=runs/demo/codec --config.data.raw_dir=runs/demo/episodes/train
 
-`gw-jax demo --quick` (2 CPU cores): ~10 minutes end to end; see runs/demo/report.json.
+`gw-jax demo --quick` (2 CPU cores): about 10 minutes end to end; the numbers are in README.md and
+docs/demo.md (why each setting: a learned codec, log-sigma centred at 1, EMA weights).
 """
 
 import ml_collections

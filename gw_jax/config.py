@@ -14,6 +14,7 @@ from typing import Iterable
 import ml_collections
 
 from gw_jax.errors import UserInputError
+from gw_jax.storage import is_remote
 
 
 class ConfigError(UserInputError):
@@ -21,6 +22,8 @@ class ConfigError(UserInputError):
 
 
 def load_config_file(path: str | Path) -> ml_collections.ConfigDict:
+    if is_remote(path):  # a config is Python code run here: it lives in the checkout, next to the code
+        raise ConfigError(f"--config {path}: a config is a local Python file (configs/*.py), not a URI")
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")

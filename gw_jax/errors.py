@@ -1,18 +1,18 @@
 """The one exception type for bad user input (files, fields, flags), and checks that raise it.
 
-The CLI turns it into a one-line reason and exit status 2; library callers can catch it.
+The CLI turns it into a one-line reason and exit status 2; library callers can catch it. Checks on output
+folders and gs:// buckets live in ``gw_jax.storage``.
 
     raw = load_json(path, what="a T5 config")                # missing / broken file -> names the file
     check_types(Model.__init__, kwargs, where=str(path))     # "path: field 'num_heads' must be int, got 4.0"
-    created = make_output_dir(out, flag="OUT")               # a folder we can write, or one line why not
 """
 
 import json
-import os
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+
+from etils import epath
 
 
 class UserInputError(ValueError):
@@ -20,8 +20,9 @@ class UserInputError(ValueError):
 
 
 def load_json(path, *, what: str):
-    """Parses a JSON file the user pointed at; a missing or broken file is a UserInputError naming it."""
-    path = Path(path)
+    """Parses a JSON file the user pointed at (a local path or a gs:// URI); a missing or broken file is a
+    UserInputError naming it."""
+    path = epath.Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: not found (expected {what})")
     try:
@@ -87,31 +88,3 @@ def check_types(fn, kwargs: Mapping, *, where: str) -> None:
         if name in hints and not _matches(value, hints[name]):
             raise UserInputError(f"{where}: field {name!r} must be {_describe(hints[name])}, "
                                  f"got {value!r} ({type(value).__name__})")
-
-
-def check_output_dir(path, *, flag: str) -> None:
-    """Raises UserInputError (one line naming ``flag``) when ``path`` cannot be a writable folder: a file is in
-    the way, a parent is a file, or the nearest existing folder is not writable. Creates nothing."""
-    path = Path(path).absolute()
-    if path.exists() and not path.is_dir():
-        raise UserInputError(f"{flag} {path}: exists and is not a folder")
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserInputError(f"{flag} {path}: cannot be created ({existing} is a file)")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserInputError(f"{flag} {path}: {existing} is not writable")
-
-
-def make_output_dir(path, *, flag: str) -> bool:
-    """Creates the output folder ``path`` (and parents) if needed; returns whether it was created here.
-    Anything in the way is one line naming ``flag`` (see :func:`check_output_dir`)."""
-    path = Path(path)
-    check_output_dir(path, flag=flag)
-    existed = path.is_dir()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # e.g. a read-only file system, a race
-        raise UserInputError(f"{flag} {path}: cannot be created ({e.strerror or e})") from None
-    return not existed

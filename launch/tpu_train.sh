@@ -2,22 +2,27 @@
 # Train gw_jax on a Cloud TPU VM slice (all workers), checkpoints to a GCS bucket.
 #
 #   launch/tpu_train.sh --name gw-v5p --zone us-east5-a --type v5p-64 --bucket gs://my-bucket/run1 \
-#       --config configs/gigaworld0_2b.py [--spot] [--dry-run] [-- --config.train.num_steps=100000]
+#       --data gs://my-bucket/packed --config configs/gigaworld0_2b.py [--spot] [--dry-run] \
+#       [-- --config.train.num_steps=100000]
 #
 # Creates the TPU VM if it does not exist (or reuses it), copies this checkout to every worker,
 # installs it with the [tpu] extra, and starts `gw-jax train` on all workers (--worker=all) in the
-# background with logs in ~/gw_train.log. --dry-run prints every command instead of running it.
+# background with logs in ~/gw_train.log. --bucket is the workdir: checkpoints, metrics.jsonl and
+# TensorBoard go there directly. --data is a `gw-jax pack` output (--config.data.packed_dir), read by
+# every worker: gs:// (byte-range reads) or a folder present on every worker (e.g. a gcsfuse mount).
+# --dry-run prints every command instead of running it.
 set -euo pipefail
 
-NAME="" ZONE="" TYPE="" BUCKET="" CONFIG="" PROJECT="${CLOUDSDK_CORE_PROJECT:-}" VERSION="v2-alpha-tpuv5"
+NAME="" ZONE="" TYPE="" BUCKET="" DATA="" CONFIG="" PROJECT="${CLOUDSDK_CORE_PROJECT:-}" VERSION="v2-alpha-tpuv5"
 SPOT=0 DRY=0 EXTRA=()
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --name) NAME="$2"; shift 2 ;;
     --zone) ZONE="$2"; shift 2 ;;
     --type) TYPE="$2"; shift 2 ;;
     --bucket) BUCKET="$2"; shift 2 ;;
+    --data) DATA="$2"; shift 2 ;;
     --config) CONFIG="$2"; shift 2 ;;
     --project) PROJECT="$2"; shift 2 ;;
     --version) VERSION="$2"; shift 2 ;;
@@ -32,6 +37,10 @@ for var in NAME ZONE TYPE BUCKET CONFIG; do
   if [[ -z "${!var}" ]]; then echo "tpu_train.sh: --${var,,} is required" >&2; exit 2; fi
 done
 [[ "$BUCKET" == gs://* ]] || { echo "tpu_train.sh: --bucket must be a gs:// path" >&2; exit 2; }
+if [[ -n "$DATA" && "$DATA" != gs://* && "$DATA" != /* ]]; then
+  echo "tpu_train.sh: --data must be gs://... or an absolute path present on every worker (e.g. a gcsfuse mount)" >&2
+  exit 2
+fi
 [[ -f "$CONFIG" ]] || { echo "tpu_train.sh: --config $CONFIG: no such file" >&2; exit 2; }
 
 run() {  # print, and run unless --dry-run
@@ -56,6 +65,7 @@ run "${tpu[@]}" ssh "$NAME" --zone "$ZONE" --worker=all "${project_flag[@]}" --c
 
 # Start training on all workers; jax.distributed auto-detects the slice. Preemption sends SIGTERM,
 # on which gw-jax train saves a checkpoint; rerunning this script resumes from the bucket.
-train_cmd="cd ~/gw_jax && nohup gw-jax train --config $CONFIG --workdir $BUCKET --no-progress ${EXTRA[*]:-} > ~/gw_train.log 2>&1 &"
+data_flag=""; [[ -n "$DATA" ]] && data_flag="--config.data.packed_dir=$DATA"
+train_cmd="cd ~/gw_jax && nohup gw-jax train --config $CONFIG --workdir $BUCKET $data_flag --no-progress ${EXTRA[*]:-} > ~/gw_train.log 2>&1 &"
 run "${tpu[@]}" ssh "$NAME" --zone "$ZONE" --worker=all "${project_flag[@]}" --command "$train_cmd"
-echo "started: logs on each worker in ~/gw_train.log; checkpoints and TensorBoard under $BUCKET"
+echo "started: logs on each worker in ~/gw_train.log; checkpoints, metrics and TensorBoard under $BUCKET${DATA:+; data from $DATA}"

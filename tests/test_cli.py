@@ -17,10 +17,22 @@ def gw_jax(*args, check=True):
     return result
 
 
+def _demo_codec(episodes, out):
+    """configs/demo.py diffuses in a trained PatchVAE's latents: the untrained one (its PCA start) will do."""
+    from gw_jax.data.sim import load_episode
+    from gw_jax.train.codec import train_codec
+
+    video = np.stack([np.moveaxis(load_episode(episodes, i)["frames"][:5], -1, 0) for i in range(2)])
+    codec, _ = train_codec(video.astype(np.float32) / 127.5 - 1, channels=16, steps=0, progress=False)
+    codec.save(out)
+    return "--config.codec.path=" + str(out)
+
+
 def test_sim_train_resume_sample(tmp_path):
     episodes, workdir = tmp_path / "episodes", tmp_path / "run"
     gw_jax("sim", "--out", episodes, "--episodes", 4, "--frames", 9, "--size", 32)
-    overrides = ["--config.data.raw_dir=" + str(episodes), "--config.data.height=32", "--config.data.width=32",
+    overrides = [_demo_codec(episodes, tmp_path / "codec"),
+                 "--config.data.raw_dir=" + str(episodes), "--config.data.height=32", "--config.data.width=32",
                  "--config.data.num_frames=5", "--config.train.global_batch_size=8", "--config.train.num_steps=4",
                  "--config.train.log_every=1", "--config.train.checkpoint_every=2", "--config.model.num_blocks=1"]
     gw_jax("train", "--config", "configs/demo.py", "--workdir", workdir, "--max-steps", 2, "--no-progress", *overrides)
@@ -47,8 +59,9 @@ def test_sim_pack_verify_train_from_packed_records(tmp_path):
     gw_jax("sim", "--out", episodes, "--episodes", 8, "--frames", 9, "--size", 32)
     gw_jax("pack", episodes, packed, "--text-encoder", "hash", "--shards", 2)
     assert "intact" in gw_jax("verify", packed).stdout
-    overrides = ["--config.data.packed_dir=" + str(packed), "--config.latents=vae", "--config.data.height=32",
-                 "--config.data.width=32", "--config.data.num_frames=5", "--config.train.global_batch_size=8",
+    overrides = [_demo_codec(episodes, tmp_path / "codec"), "--config.data.packed_dir=" + str(packed),
+                 "--config.latents=vae", "--config.data.height=32", "--config.data.width=32",
+                 "--config.data.num_frames=5", "--config.train.global_batch_size=8",
                  "--config.train.num_steps=4", "--config.train.checkpoint_every=2", "--config.model.num_blocks=1"]
     gw_jax("train", "--config", "configs/demo.py", "--workdir", workdir, "--max-steps", 2, "--no-progress", *overrides)
     resumed = gw_jax("train", "--config", "configs/demo.py", "--workdir", workdir, "--no-progress", *overrides)

@@ -1,4 +1,5 @@
-"""launch/tpu_train.sh: the dry run prints every command (create, copy, install, train on all workers)."""
+"""launch/tpu_train.sh: the dry run prints every command (create, copy, install, train on all workers), with the
+workdir and the packed data in a bucket."""
 
 import shutil
 import subprocess
@@ -17,7 +18,8 @@ def run(*args):
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_dry_run_prints_every_command_and_runs_none():
     result = run("--name", "gw", "--zone", "us-east5-a", "--type", "v5p-64", "--bucket", "gs://b/run",
-                 "--config", "configs/gigaworld0_2b.py", "--spot", "--dry-run", "--", "--config.train.num_steps=7")
+                 "--data", "gs://b/packed", "--config", "configs/gigaworld0_2b.py", "--spot", "--dry-run", "--",
+                 "--config.train.num_steps=7")
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith("+ ")]
     assert "tpu-vm create gw" in lines[0] and "--accelerator-type v5p-64" in lines[0] and "--spot" in lines[0]
@@ -25,8 +27,9 @@ def test_dry_run_prints_every_command_and_runs_none():
     install = [line for line in lines if "pip" in line]
     assert install and "--worker=all" in install[0] and "tpu" in install[0]
     train = lines[-1]
-    assert "--worker=all" in train and "gw-jax\\ train" in train and "gs://b/run" in train
-    assert "num_steps=7" in train
+    assert "--worker=all" in train and "gw-jax\\ train" in train and "--workdir\\ gs://b/run" in train
+    assert "--config.data.packed_dir=gs://b/packed" in train and "num_steps=7" in train
+    assert "data from gs://b/packed" in result.stdout.splitlines()[-1]
 
 
 def test_missing_or_bad_arguments_exit_2():
@@ -34,6 +37,9 @@ def test_missing_or_bad_arguments_exit_2():
     bad_bucket = run("--name", "gw", "--zone", "z", "--type", "v5p-64", "--bucket", "/local", "--config",
                      "configs/gigaworld0_2b.py", "--dry-run")
     assert bad_bucket.returncode == 2 and "gs://" in bad_bucket.stderr
+    relative_data = run("--name", "gw", "--zone", "z", "--type", "v5p-64", "--bucket", "gs://b/run", "--data",
+                        "data/packed", "--config", "configs/gigaworld0_2b.py", "--dry-run")
+    assert relative_data.returncode == 2 and "--data" in relative_data.stderr
 
 
 def test_gpu_launcher_dry_run_gives_each_host_its_process_id(tmp_path):

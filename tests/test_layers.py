@@ -1,6 +1,6 @@
 """The layer contract of DESIGN.md ("Layers"), checked from the source with ``ast`` (nothing is imported).
 
-Bottom to top: errors/config -> parallel -> models (+ convert) -> diffusion, data -> train -> apps.
+Bottom to top: errors/config/storage -> parallel -> models (+ convert) -> diffusion, data -> train -> apps.
 - a library module imports only library modules of its own layer or below (imports inside functions count);
 - apps (``gw_jax/cli.py``, command modules ``cli.py`` / ``*_cli.py``, the demo, reports, benches) are leaves:
   no module imports a command module except ``gw_jax/cli.py`` (which loads them by name), and library code
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Layer of each top-level name under gw_jax (a package or a module); apps are found by name (is_app).
 LAYERS = {
-    "": 0, "errors": 0, "config": 0, "video_metrics": 0,
+    "": 0, "errors": 0, "config": 0, "storage": 0, "video_metrics": 0,
     "parallel": 1,
     "models": 2, "convert": 2,
     "diffusion": 3, "data": 3, "testing": 3,  # testing: tiny release-layout folders (tests, notebooks' smoke mode)

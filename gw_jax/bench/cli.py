@@ -5,12 +5,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from gw_jax.bench import dit_bench, sample_bench, sparse_bench, vae_bench
 from gw_jax.data import bench as data_bench
 from gw_jax.data import sim
 from gw_jax.errors import UserInputError
+from gw_jax.storage import as_path, check_bucket, check_output_file, write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,16 +21,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dit: NATTEN sparse vs dense attention (presets tiny, cpu) instead of JAX vs PyTorch")
     parser.add_argument("--no-memory", action="store_true", help="vae: skip the ahead-of-time memory report")
     parser.add_argument("--steps", type=int, default=10, help="sample: sampler steps")
-    parser.add_argument("--packed", default=None, help="data: the packed dataset to read")
+    parser.add_argument("--packed", default=None, help="data: the packed dataset to read (a folder or gs:// URI)")
     parser.add_argument("--workers", type=int, default=0, help="data: loader worker processes")
     parser.add_argument("--batch-size", type=int, default=8, help="data: clips per batch")
     parser.add_argument("--seconds", type=float, default=10.0, help="data: how long to read")
     parser.add_argument("--seeds", type=int, default=30, help="sim: episodes per task")
     parser.add_argument("--fps", type=float, default=8.0, help="sim: frames per simulated second (33 frames)")
-    parser.add_argument("--json", default=None, help="also write the results as JSON")
+    parser.add_argument("--json", default=None, help="also write the results as JSON (a file or gs:// URI)")
 
 
 def run(args) -> int:
+    json_out = check_output_file(args.json, flag="--json") if args.json else None
     if args.what == "dit" and args.sparse:
         if args.preset not in sparse_bench.SPARSE_PRESETS:
             raise UserInputError(f"--preset {args.preset}: bench dit --sparse has presets "
@@ -45,14 +46,15 @@ def run(args) -> int:
     elif args.what == "data":
         if not args.packed:
             raise UserInputError("bench data needs --packed DIR (a `gw-jax pack` output)")
-        module, report = data_bench, data_bench.bench_data(args.packed, batch_size=args.batch_size,
+        packed = as_path(args.packed, flag="--packed")
+        check_bucket(packed, flag="--packed")
+        module, report = data_bench, data_bench.bench_data(packed, batch_size=args.batch_size,
                                                            workers=args.workers, seconds=args.seconds)
     elif args.what == "sim":
         module, report = sim, sim.bench_sim(args.seeds, fps=args.fps)
     else:
         raise UserInputError(f"bench {args.what}: unknown")
     print(module.markdown_table(report))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+    if json_out is not None:
+        write_json(json_out, report)
     return 0

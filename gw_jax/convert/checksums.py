@@ -14,13 +14,15 @@ import hashlib
 from pathlib import Path
 
 from gw_jax.errors import UserInputError
+from gw_jax.storage import as_path
 
 CHECKSUM_FILE = "SHA256SUMS"
 
 
 def sha256_of(path) -> str:
+    """The SHA-256 of a local file or ``gs://`` object, read in 1 MiB blocks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with as_path(path).open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -7,12 +7,14 @@
 Records are read by index (shard + byte offset from ``index.json``), split across processes, shuffled
 with a seed (a new order each epoch), decoded and transformed in the reference way (frames by
 ``linspace(0, F - 1, T)``, bilinear resize to cover, random crop, [-1, 1]) — in worker processes when
-``worker_count > 0``.
+``worker_count > 0``. ``packed_dir`` is a local folder or a ``gs://`` URI: a batch's records are fetched
+as byte ranges all at once (concurrently from a bucket), and the next batches are read ahead on threads
+while the current one trains, so a step never waits on one record at a time.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import collections
 
 import grain
 import jax
@@ -20,35 +22,48 @@ import numpy as np
 from absl import flags
 
 from gw_jax.data.pack import read_index
-from gw_jax.data.records import decode_example, read_record_at
+from gw_jax.data.records import decode_example, parse_record
 from gw_jax.data.transforms import clip_from_record
 from gw_jax.errors import UserInputError
+from gw_jax.storage import as_path, is_remote, read_ranges
 
 
 class PackedRecords:
-    """Random access to the records of a packed dataset: ``len`` and ``[i] -> Example bytes``."""
+    """Random access to the records of a packed dataset: ``len``, ``[i] -> Example bytes`` and
+    ``read(indices)`` (a batch of records, one ranged read each, fetched together)."""
 
     def __init__(self, packed_dir):
-        self.packed_dir = Path(packed_dir)
+        self.packed_dir = as_path(packed_dir)
         self.index = read_index(self.packed_dir)
-        self._where = [(shard["file"], i, offset) for shard in self.index["shards"]
-                       for i, offset in enumerate(shard["offsets"])]
-        self._files: dict[str, object] = {}
+        self._where = []  # (file, record number in it, start byte, end byte)
+        for shard in self.index["shards"]:
+            ends = list(shard["offsets"][1:]) + [shard["bytes"]]  # a record runs to the next one's offset
+            spans = enumerate(zip(shard["offsets"], ends, strict=True))
+            self._where += [(shard["file"], i, start, end) for i, (start, end) in spans]
+        self._present: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._where)
 
     def __getitem__(self, i: int) -> bytes:
-        file, record, offset = self._where[i]
-        if file not in self._files:
-            path = self.packed_dir / file
-            if not path.is_file():
-                raise UserInputError(f"{path}: shard listed in index.json is missing")
-            self._files[file] = open(path, "rb")
-        return read_record_at(self._files[file], offset, where=f"{self.packed_dir / file} record {record}")
+        return self.read([i])[0]
 
-    def __getstate__(self):  # file handles stay in the process that opened them
-        return {**self.__dict__, "_files": {}}
+    def read(self, indices) -> list[bytes]:
+        """The records at ``indices`` (checksums verified), in that order."""
+        by_file = collections.defaultdict(list)
+        for position, i in enumerate(indices):
+            by_file[self._where[int(i)][0]].append((position, self._where[int(i)]))
+        out: list[bytes] = [b""] * len(indices)
+        for file, wanted in by_file.items():
+            path = self.packed_dir / file
+            if file not in self._present:
+                if not path.is_file():
+                    raise UserInputError(f"{path}: shard listed in index.json is missing")
+                self._present.add(file)
+            chunks = read_ranges(path, [(start, end) for _, (_, _, start, end) in wanted])
+            for (position, (_, record, start, _)), chunk in zip(wanted, chunks, strict=True):
+                out[position] = parse_record(chunk, start, where=f"{path} record {record}")
+        return out
 
 
 class ClipTransform:
@@ -66,30 +81,48 @@ class ClipTransform:
     __call__ = random_map
 
 
+class _ReadBatch:
+    """A batch of record indices + rng -> the batch of training examples: the records fetched together, then
+    each transformed with its own generator (a Grain random map over batches)."""
+
+    def __init__(self, source: PackedRecords, transform: ClipTransform):
+        self.source, self.transform = source, transform
+
+    def random_map(self, indices: np.ndarray, rng: np.random.Generator) -> dict:
+        records = self.source.read(np.atleast_1d(indices).tolist())
+        rngs = rng.spawn(len(records))
+        clips = [self.transform.random_map(data, clip_rng) for data, clip_rng in zip(records, rngs, strict=True)]
+        return {key: np.stack([clip[key] for clip in clips]) for key in clips[0]}
+
+    __call__ = random_map
+
+
 def make_loader(packed_dir, *, batch_size: int, num_frames: int, height: int, width: int, seed: int = 0,
                 shuffle: bool = True, num_epochs: int | None = None, worker_count: int = 0,
                 process_index: int | None = None, process_count: int | None = None, drop_remainder: bool = True,
-                max_ref_frames: int = 1, ref_start: int = 1):
+                max_ref_frames: int = 1, ref_start: int = 1, read_ahead: int | None = None):
     """A Grain iterator of batches (dicts of numpy arrays) with ``get_state`` / ``set_state``.
 
     Batches: video (B, 3, T, H, W) in [-1, 1], text_emb (B, L, D) with zeros past each prompt, text_mask,
     fps, episode and ref_mask (B, T), the reference-frame masks of the seed's MaskGenerator(max_ref_frames,
-    start=ref_start, factor=4), drawn per clip."""
+    start=ref_start, factor=4), drawn per clip. ``read_ahead``: batches read ahead on threads (default 2, 4
+    from a bucket, where a read is a network round trip)."""
     if process_index is None or process_count is None:
         process_index, process_count = jax.process_index(), jax.process_count()
     source = PackedRecords(packed_dir)
     if len(source) < process_count * (batch_size if drop_remainder else 1):
         raise UserInputError(f"{packed_dir}: {len(source)} records are too few for {process_count} process(es) "
                              f"x batch {batch_size}")
-    dataset = grain.MapDataset.source(source)[process_index::process_count]
+    indices = grain.MapDataset.range(len(source))[process_index::process_count]
     if shuffle:
-        dataset = dataset.shuffle(seed=seed)
-    dataset = dataset.repeat(num_epochs)
+        indices = indices.shuffle(seed=seed)
+    indices = indices.repeat(num_epochs).batch(batch_size, drop_remainder=drop_remainder)
     transform = ClipTransform(num_frames, height, width, source.index["text_encoder"],
                               max_ref_frames=max_ref_frames, ref_start=ref_start)
-    dataset = dataset.random_map(transform, seed=seed).batch(batch_size, drop_remainder=drop_remainder)
-    # Read ahead a couple of batches on threads (Grain's default buffer is hundreds of elements).
-    iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))
+    dataset = indices.random_map(_ReadBatch(source, transform), seed=seed)
+    # Batches in flight on threads (Grain's default buffer is hundreds of elements); each reads its records at once.
+    ahead = read_ahead or (4 if is_remote(source.packed_dir) else 2)
+    iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=ahead, prefetch_buffer_size=ahead))
     if worker_count > 0:
         if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags; outside an absl app, use defaults
             flags.FLAGS.mark_as_parsed()

@@ -14,15 +14,17 @@ fingerprints kept in its shard's manifest. A run writes the shards whose inputs 
 moves them into place, removes shard files of an earlier layout and writes the index: until then an
 earlier complete pack in OUT stays readable, an interrupted run resumes from ``.partial``, and a run that
 fails (``--strict``, nothing to pack) leaves OUT as it found it.
+
+RAW and OUT are local folders or ``gs://`` URIs (``gw_jax.storage``); on GCS shards are written straight to
+their names under ``.partial/`` (an object appears whole or not at all) and moved into place at the end.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
-import shutil
-from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -31,7 +33,8 @@ from gw_jax.convert.checksums import sha256_of
 from gw_jax.data.records import CorruptRecordError, RecordWriter, decode_example, encode_example, iter_records
 from gw_jax.data.video import decode_video_bytes
 from gw_jax.data.workers import imap_unordered
-from gw_jax.errors import UserInputError, load_json, make_output_dir
+from gw_jax.errors import UserInputError, load_json
+from gw_jax.storage import as_path, check_bucket, is_remote, make_output_dir, move, remove_tree, write_json
 
 SCHEMA_VERSION = 1
 INDEX_FILE = "index.json"
@@ -46,18 +49,13 @@ def shard_name(index: int, count: int) -> str:
     return f"shard-{index:05d}-of-{count:05d}.tfrecord"
 
 
-def write_json_atomic(path: Path, value) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1))
-    tmp.replace(path)
-
-
 def _natural(stem: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", stem)]
 
 
-def find_episodes(raw_dir: Path) -> list[str]:
+def find_episodes(raw_dir) -> list[str]:
     """Episode stems (``i`` of ``i.mp4``) in natural order."""
+    check_bucket(raw_dir, flag="RAW")
     if not raw_dir.is_dir():
         raise UserInputError(f"{raw_dir}: input folder not found")
     stems = [p.stem for p in raw_dir.glob("*.mp4") if not p.name.endswith(".tmp.mp4")]
@@ -68,11 +66,11 @@ def find_episodes(raw_dir: Path) -> list[str]:
     return sorted(stems, key=_natural)
 
 
-def read_prompt(path: Path) -> tuple[str | None, str | None]:
+def read_prompt(path) -> tuple[str | None, str | None]:
     """(prompt, None) or (None, why the file is not a usable prompt)."""
     if not path.is_file():
         return None, "missing prompt file"
-    size = path.stat().st_size
+    size = path.stat().length
     if size > MAX_PROMPT_BYTES:
         return None, f"prompt file is {size} bytes, more than {MAX_PROMPT_BYTES} (not a prompt?)"
     data = path.read_bytes()
@@ -87,7 +85,7 @@ def read_prompt(path: Path) -> tuple[str | None, str | None]:
     return text, None
 
 
-def read_prompts(raw_dir: Path, stems: list[str]) -> tuple[dict[str, str], list[dict]]:
+def read_prompts(raw_dir, stems: list[str]) -> tuple[dict[str, str], list[dict]]:
     """(stem -> prompt, skipped): an episode without a usable prompt is skipped, and so is (reported) a
     prompt file without its video."""
     prompts, skipped = {}, []
@@ -104,14 +102,14 @@ def read_prompts(raw_dir: Path, stems: list[str]) -> tuple[dict[str, str], list[
     return prompts, skipped
 
 
-def fingerprint(raw_dir: Path, stem: str, prompt: str, text_emb: np.ndarray) -> str:
+def fingerprint(raw_dir, stem: str, prompt: str, text_emb: np.ndarray) -> str:
     """SHA-256 over everything an episode's record is made of: mp4 and npz bytes, prompt, embedding."""
     parts = [sha256_of(p) if p.is_file() else "-" for p in (raw_dir / f"{stem}.mp4", raw_dir / f"{stem}.npz")]
     parts += [hashlib.sha256(prompt.encode("utf-8")).hexdigest(), hashlib.sha256(text_emb.tobytes()).hexdigest()]
     return hashlib.sha256(" ".join(parts).encode()).hexdigest()
 
 
-def _episode_record(raw_dir: Path, stem: str, episode_id: int, prompt: str, text_emb: np.ndarray) -> bytes:
+def _episode_record(raw_dir, stem: str, episode_id: int, prompt: str, text_emb: np.ndarray) -> bytes:
     """One Example; raises UserInputError (naming the file) when the video cannot be decoded."""
     video_path = raw_dir / f"{stem}.mp4"
     data = video_path.read_bytes()
@@ -121,7 +119,7 @@ def _episode_record(raw_dir: Path, stem: str, episode_id: int, prompt: str, text
                     text_emb=text_emb, text_len=len(text_emb))
     npz = raw_dir / f"{stem}.npz"
     if npz.is_file():
-        with np.load(npz) as arrays:
+        with np.load(io.BytesIO(npz.read_bytes())) as arrays:
             for key in ("joints", "actions"):
                 if key in arrays.files:
                     value = np.asarray(arrays[key], np.float32)
@@ -133,9 +131,9 @@ def _episode_record(raw_dir: Path, stem: str, episode_id: int, prompt: str, text
 
 def pack_shard(job: dict) -> dict:
     """Writes one shard into ``job["dir"]`` (through a temporary file) and returns its manifest."""
-    raw_dir, out_dir = Path(job["raw_dir"]), Path(job["dir"])
+    raw_dir, out_dir = as_path(job["raw_dir"]), as_path(job["dir"])
     final = out_dir / job["file"]
-    tmp = final.with_name(final.name + ".tmp")
+    tmp = final if is_remote(final) else final.with_name(final.name + ".tmp")  # GCS objects appear whole
     skipped, episodes = [], []
     with RecordWriter(tmp) as writer:
         for episode_id, stem, _ in job["inputs"]:
@@ -147,14 +145,15 @@ def pack_shard(job: dict) -> dict:
             writer.write(record)
             episodes.append(stem)
     manifest = dict(file=job["file"], records=len(writer.offsets), offsets=writer.offsets,
-                    bytes=tmp.stat().st_size, sha256=sha256_of(tmp), episodes=episodes, inputs=job["inputs"],
+                    bytes=writer.size, sha256=writer.sha256, episodes=episodes, inputs=job["inputs"],
                     text_encoder=job["text_encoder"], skipped=skipped, schema_version=SCHEMA_VERSION)
-    tmp.replace(final)
-    write_json_atomic(final.with_suffix(".json"), manifest)
+    if tmp != final:
+        move(tmp, final)
+    write_json(final.with_suffix(".json"), manifest)
     return manifest
 
 
-def _done_manifest(directory: Path, job: dict) -> dict | None:
+def _done_manifest(directory, job: dict) -> dict | None:
     """The manifest in ``directory`` when that shard was packed from exactly these inputs and is intact."""
     final = directory / job["file"]
     try:
@@ -163,37 +162,41 @@ def _done_manifest(directory: Path, job: dict) -> dict | None:
         return None
     same_inputs = (manifest.get("inputs") == job["inputs"] and manifest.get("text_encoder") == job["text_encoder"]
                    and manifest.get("schema_version") == SCHEMA_VERSION)
-    if same_inputs and final.is_file() and final.stat().st_size == manifest["bytes"] \
+    if same_inputs and final.is_file() and final.stat().length == manifest["bytes"] \
             and sha256_of(final) == manifest["sha256"]:
         return manifest
     return None
 
 
-def _discard(out_dir: Path, created: bool) -> None:
+def _discard(out_dir, created: bool) -> None:
     """After a failed run: this run's shards go; so does OUT itself when this run created it."""
-    shutil.rmtree(out_dir if created else out_dir / PARTIAL_DIR, ignore_errors=True)
+    remove_tree(out_dir if created else out_dir / PARTIAL_DIR)
 
 
-def _commit(out_dir: Path, jobs: list[dict], pending: list[str]) -> None:
+def _commit(out_dir, jobs: list[dict], pending: list[str]) -> None:
     """Moves the shards written into .partial into place and removes shard files the new layout lacks."""
     partial = out_dir / PARTIAL_DIR
-    keep = {name for job in jobs for name in (job["file"], Path(job["file"]).with_suffix(".json").name)}
+    keep = {name for job in jobs for name in (job["file"], _manifest_name(job["file"]))}
     stale = [p for p in out_dir.iterdir() if SHARD_FILE.fullmatch(p.name) and p.name not in keep]
     if pending or stale:
         (out_dir / INDEX_FILE).unlink(missing_ok=True)  # the dataset is incomplete until the index is back
     for file in pending:  # the records first, then the manifest that vouches for them
-        (partial / file).replace(out_dir / file)
-        (partial / file).with_suffix(".json").replace((out_dir / file).with_suffix(".json"))
+        move(partial / file, out_dir / file)
+        move(partial / _manifest_name(file), out_dir / _manifest_name(file))
     for path in stale:
         path.unlink(missing_ok=True)
-    shutil.rmtree(partial, ignore_errors=True)
+    remove_tree(partial)
+
+
+def _manifest_name(shard_file: str) -> str:
+    return shard_file.removesuffix(".tfrecord") + ".json"
 
 
 def pack(raw_dir, out_dir, *, text_encoder, shards: int = 1, workers: int = 1, strict: bool = False,
          progress: bool = True, skipped_before: list[dict] = ()) -> dict:
     """Packs RAW into OUT and returns the index. ``text_encoder``: ``encode(prompts) -> (emb, mask)``;
     ``skipped_before``: inputs an earlier stage (an import) skipped, counted in the index too."""
-    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    raw_dir, out_dir = as_path(raw_dir, flag="RAW"), as_path(out_dir, flag="OUT")
     stems = find_episodes(raw_dir)
     if shards < 1:
         raise UserInputError("--shards must be at least 1")
@@ -229,7 +232,7 @@ def pack(raw_dir, out_dir, *, text_encoder, shards: int = 1, workers: int = 1, s
             if in_place is None:
                 pending.append(job["file"])
             bar.update(len(job["inputs"]))
-        if todo:
+        if todo and not is_remote(partial):  # buckets have no folders to make
             partial.mkdir(exist_ok=True)
         for manifest in imap_unordered(pack_shard, todo, workers=workers):
             manifests[manifest["file"]] = manifest
@@ -250,18 +253,18 @@ def pack(raw_dir, out_dir, *, text_encoder, shards: int = 1, workers: int = 1, s
                  prompts_at_max_length=int((lengths >= encoder_info["max_length"]).sum()),
                  shards=[{k: m[k] for k in ("file", "records", "bytes", "sha256", "offsets", "episodes")}
                          for m in ordered])
-    write_json_atomic(out_dir / INDEX_FILE, index)
+    write_json(out_dir / INDEX_FILE, index)
     return index
 
 
-def _nothing_to_pack(raw_dir: Path, skipped: list[dict]) -> UserInputError:
+def _nothing_to_pack(raw_dir, skipped: list[dict]) -> UserInputError:
     first = f"; first: {skipped[0]['file']}: {skipped[0]['reason']}" if skipped else ""
     return UserInputError(f"{raw_dir}: nothing to pack, every episode was skipped ({len(skipped)} bad input(s)"
                           f"{first}); nothing written")
 
 
 def read_index(packed_dir) -> dict:
-    path = Path(packed_dir) / INDEX_FILE
+    path = as_path(packed_dir) / INDEX_FILE
     index = load_json(path, what="the index a complete `gw-jax pack` writes")
     if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
         raise UserInputError(f"{path}: not a `gw-jax pack` index (no shard list); re-run `gw-jax pack`")
@@ -273,10 +276,10 @@ def read_index(packed_dir) -> dict:
 
 def verify(packed_dir) -> list[str]:
     """Problems found (empty when the dataset is intact), each naming the shard and the record."""
-    packed_dir = Path(packed_dir)
+    packed_dir = as_path(packed_dir)
     index = read_index(packed_dir)
     problems = [] if index.get("num_records") else [f"{packed_dir / INDEX_FILE}: the dataset has no records"]
-    listed = {n for shard in index["shards"] for n in (shard["file"], Path(shard["file"]).with_suffix(".json").name)}
+    listed = {n for shard in index["shards"] for n in (shard["file"], _manifest_name(shard["file"]))}
     strays = [p for p in sorted(packed_dir.iterdir()) if SHARD_FILE.fullmatch(p.name) and p.name not in listed]
     problems += [f"{path}: shard file not in the index (left over from another pack?)" for path in strays]
     for shard in index["shards"]:
@@ -284,9 +287,9 @@ def verify(packed_dir) -> list[str]:
         if not path.is_file():
             problems.append(f"{path}: shard missing")
             continue
-        offsets = []
+        offsets, digest = [], hashlib.sha256()  # the checksum from the same pass (one download from a bucket)
         try:
-            for i, (offset, data) in enumerate(iter_records(path)):
+            for i, (offset, data) in enumerate(iter_records(path, digest=digest)):
                 offsets.append(offset)
                 missing = [k for k in REQUIRED_FIELDS if k not in decode_example(data)]
                 if missing:
@@ -299,6 +302,6 @@ def verify(packed_dir) -> list[str]:
             continue
         if offsets != shard["offsets"]:
             problems.append(f"{path}: {len(offsets)} records found, the index lists {shard['records']}")
-        elif path.stat().st_size != shard["bytes"] or sha256_of(path) != shard["sha256"]:
+        elif path.stat().length != shard["bytes"] or digest.hexdigest() != shard["sha256"]:
             problems.append(f"{path}: size or sha256 differs from the index")
     return problems

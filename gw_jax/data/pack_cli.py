@@ -4,17 +4,18 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from gw_jax.data.pack import pack
 from gw_jax.data.rlds import import_rlds
-from gw_jax.errors import UserInputError, check_output_dir
+from gw_jax.errors import UserInputError
+from gw_jax.storage import as_path, check_bucket, check_output_dir
 from gw_jax.models.factory import text_encoder_from_spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("raw", nargs="?", help="episodes in the seed's layout: i.mp4 + i.txt (+ i.npz ground truth)")
-    parser.add_argument("out", nargs="?", help="output folder (TFRecord shards + index.json)")
+    parser.add_argument("raw", nargs="?", help="episodes in the seed's layout: i.mp4 + i.txt (+ i.npz ground truth); "
+                                               "a folder or gs://BUCKET/...")
+    parser.add_argument("out", nargs="?", help="output folder or gs://BUCKET/... (TFRecord shards + index.json)")
     parser.add_argument("--text-encoder", default="minilm",
                         help="minilm (embedded default), hash (tiny, for CPU demos) or a T5 checkpoint folder")
     parser.add_argument("--max-text-tokens", type=int, default=None, help="text length (default: the encoder's)")
@@ -35,16 +36,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rlds.add_argument("--max-episodes", type=int, default=None)
 
 
-def _paths(args) -> tuple[Path | None, Path]:
+def _paths(args):
     if args.from_tfds:
         if args.raw and args.out:
             raise UserInputError("--from-tfds takes only OUT (the RLDS dataset replaces RAW)")
         if not args.raw:
             raise UserInputError("--from-tfds NAME: missing OUT folder")
-        return None, Path(args.raw)
+        return None, as_path(args.raw, flag="OUT")
     if not (args.raw and args.out):
         raise UserInputError("pack needs RAW and OUT folders (or --from-tfds NAME OUT)")
-    return Path(args.raw), Path(args.out)
+    return as_path(args.raw, flag="RAW"), as_path(args.out, flag="OUT")
 
 
 def run(args) -> int:
@@ -54,6 +55,8 @@ def run(args) -> int:
         if value is not None and value < 1:
             raise UserInputError(f"{flag} must be at least 1, got {value}")
     check_output_dir(out, flag="OUT")  # before the import and the text encoder, which take a while
+    if raw is not None:
+        check_bucket(raw, flag="RAW")
     skipped_before = []  # inputs the RLDS import already rejected, counted in the index too
     if args.from_tfds:
         raw = out / "rlds_episodes"  # kept, so a re-run resumes; remove it once the pack is done if space matters

@@ -8,16 +8,15 @@ per-step feature as one list over the episode: encoded images one bytes entry pe
 step after step, text as bytes, booleans as int64. This module reads that layout with the project's own
 TFRecord reader and writes each episode in the seed's layout (``i.mp4``, ``i.txt``, ``i.npz`` with
 ``actions`` and, where the dataset has a proprioceptive state, ``joints``), which ``gw-jax pack`` then packs.
+Both the TFDS folder and the output may be ``gs://`` URIs (e.g. ``--tfds-data-dir gs://gresearch/robotics``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import os
 import re
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -27,6 +26,7 @@ from tqdm.auto import tqdm
 from gw_jax.data.records import decode_example, iter_records
 from gw_jax.data.sim import write_episode
 from gw_jax.errors import UserInputError, load_json
+from gw_jax.storage import as_path, is_remote, rglob, write_json
 
 PROMPT_KEYS = ("steps/language_instruction", "steps/observation/natural_language_instruction",
                "episode_metadata/language_instruction")
@@ -44,23 +44,29 @@ class Leaf:
     encoding: str = "none"
 
 
-def default_data_dir() -> Path:
-    return Path(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
+def _expand(path, flag: str):
+    path = as_path(path, flag=flag)
+    return path if is_remote(path) else path.expanduser()
 
 
-def _version_key(path: Path):
+def default_data_dir():
+    return _expand(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"), "TFDS_DATA_DIR")
+
+
+def _version_key(path):
     return [int(p) if p.isdigit() else -1 for p in path.name.split(".")]
 
 
-def find_dataset_dir(name: str, data_dir: str | Path | None = None) -> Path:
+def find_dataset_dir(name: str, data_dir=None):
     """NAME (``bridge``, ``bridge/0.1.0``, ``name/config/version``) or a folder path -> the version folder
     holding features.json; without a version, the highest one present."""
-    candidates = [Path(name).expanduser()] if Path(name).expanduser().is_dir() else []
-    candidates.append(Path(data_dir).expanduser() / name if data_dir else default_data_dir() / name)
+    folder = _expand(name, "--from-tfds")
+    candidates = [folder] if folder.is_dir() else []
+    candidates.append(_expand(data_dir, "--tfds-data-dir") / name if data_dir else default_data_dir() / name)
     for root in candidates:
         if (root / "features.json").is_file():
             return root
-        versions = sorted((p.parent for p in root.glob("**/features.json")), key=_version_key)
+        versions = sorted((p.parent for p in rglob(root, "features.json")), key=_version_key)
         if versions:
             return versions[-1]
     where = ", ".join(str(c) for c in candidates)
@@ -96,16 +102,16 @@ def _shape(info: dict) -> tuple:
 @dataclasses.dataclass
 class RldsDataset:
     """An RLDS dataset folder: its leaves, split files and the keys chosen for video, prompt, actions."""
-    path: Path
+    path: object  # epath.Path: a local folder or a gs:// URI
     leaves: dict[str, Leaf]
-    files: list[Path]
+    files: list
     image_key: str
     prompt_key: str | None
     action_keys: list[str]
     state_key: str | None
 
     @classmethod
-    def open(cls, path: Path, *, split: str = "train", image_key: str | None = None) -> "RldsDataset":
+    def open(cls, path, *, split: str = "train", image_key: str | None = None) -> "RldsDataset":
         features = load_json(path / "features.json", what="a TFDS features.json")
         leaves = {leaf.key: leaf for leaf in flatten_features(features)}
         files = sorted(p for p in path.glob(f"*-{split}.tfrecord*") if not p.name.endswith(".tmp"))
@@ -171,17 +177,19 @@ class RldsDataset:
                     actions=self.action_keys, joints=self.state_key)
 
 
-def import_rlds(name: str, raw_dir: str | Path, *, data_dir=None, split: str = "train",
+def import_rlds(name: str, raw_dir, *, data_dir=None, split: str = "train",
                 image_key: str | None = None, fps: float = 10.0, max_episodes: int | None = None,
                 progress: bool = True) -> dict:
     """Writes the split's episodes into RAW_DIR in the seed's layout (resumable: complete episodes are
     kept). Episodes without frames or with undecodable ones are skipped and listed; an episode without a
     prompt gets an empty ``i.txt``, which ``pack`` reports and skips like any other bad input."""
     dataset = RldsDataset.open(find_dataset_dir(name, data_dir), split=split, image_key=image_key)
-    raw_dir = Path(raw_dir)
-    raw_dir.mkdir(parents=True, exist_ok=True)
+    raw_dir = as_path(raw_dir)
+    if not is_remote(raw_dir):
+        raw_dir.mkdir(parents=True, exist_ok=True)
     skipped, written = [], 0
-    bar = tqdm(desc=f"import {Path(name).name}", unit="episode", total=max_episodes, disable=not progress)
+    bar = tqdm(desc=f"import {os.path.basename(name.rstrip('/'))}", unit="episode", total=max_episodes,
+               disable=not progress)
     for index, (where, raw) in enumerate(dataset.episodes()):
         if max_episodes is not None and index >= max_episodes:
             break
@@ -202,5 +210,5 @@ def import_rlds(name: str, raw_dir: str | Path, *, data_dir=None, split: str = "
         written += 1
     bar.close()
     summary = dict(dataset.describe(), split=split, episodes=written, skipped=skipped, fps=fps)
-    (raw_dir / "rlds_import.json").write_text(json.dumps(summary, indent=1))
+    write_json(raw_dir / "rlds_import.json", summary)
     return summary

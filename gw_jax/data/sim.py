@@ -12,6 +12,7 @@ camera intrinsics/extrinsics, depth, arm segmentation, object physics).
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
@@ -24,7 +25,8 @@ from tqdm.auto import tqdm
 from gw_jax.data.sim_scene import ARM_BASE_Y, ARM_JOINTS, COLOURS, GRIPPER_JOINTS, TABLE_TOP, default_camera, scene_xml
 from gw_jax.data.video import read_video, write_video
 from gw_jax.data.workers import imap_unordered
-from gw_jax.errors import UserInputError, make_output_dir
+from gw_jax.errors import UserInputError
+from gw_jax.storage import as_path, make_output_dir, native, write_bytes, write_text
 
 TASKS = ("push", "pick", "place")
 ARM_BODIES = ("arm_base", "link1", "link2", "link3", "link4", "link5", "link6", "finger_l", "finger_r")
@@ -310,31 +312,32 @@ def camera_extrinsics(pos, xyaxes) -> np.ndarray:
 
 
 # ---- datasets in the seed's layout ---------------------------------------------------------------
-def _episode_complete(out_dir: Path, index: int) -> bool:
+def _episode_complete(out_dir, index: int) -> bool:
     return all((out_dir / f"{index}.{ext}").exists() for ext in ("mp4", "txt", "npz"))
 
 
-def write_episode(out_dir: Path, index: int, episode: dict) -> None:
+def write_episode(out_dir, index: int, episode: dict) -> None:
     """Writes i.npz, i.txt, then i.mp4, each atomically; the episode counts as complete once all exist."""
+    out_dir = as_path(out_dir)
     arrays = {k: v for k, v in episode.items() if k not in ("frames", "prompt")}
-    tmp = out_dir / f"{index}.tmp.npz"
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(out_dir / f"{index}.npz")
-    (out_dir / f"{index}.txt.tmp").write_text(episode["prompt"] + "\n")
-    (out_dir / f"{index}.txt.tmp").replace(out_dir / f"{index}.txt")
+    npz = io.BytesIO()
+    np.savez_compressed(npz, **arrays)
+    write_bytes(out_dir / f"{index}.npz", npz.getvalue())
+    write_text(out_dir / f"{index}.txt", episode["prompt"] + "\n")
     write_video(out_dir / f"{index}.mp4", episode["frames"], fps=episode["fps"])
 
 
 def _simulate_one(job):
     out_dir, index, seed, kwargs = job
-    write_episode(Path(out_dir), index, simulate_episode(seed, **kwargs))
+    write_episode(out_dir, index, simulate_episode(seed, **kwargs))
     return index
 
 
 def simulate_dataset(out_dir: str | Path, episodes: int, *, seed: int = 0, workers: int = 1, progress: bool = True,
-                     **kwargs) -> Path:
-    """Simulates episodes 0..N-1 (episode i uses seed ``seed * 100003 + i``); skips complete ones."""
-    out_dir = Path(out_dir)
+                     **kwargs):
+    """Simulates episodes 0..N-1 (episode i uses seed ``seed * 100003 + i``) into a folder or ``gs://`` URI;
+    skips complete ones."""
+    out_dir = as_path(out_dir, flag="--out")
     height, width = kwargs.get("height", 64), kwargs.get("width", 64)
     if height % 16 or width % 16 or height <= 0 or width <= 0:
         raise UserInputError(f"--size {height}x{width}: both sides must be positive multiples of 16")
@@ -347,13 +350,13 @@ def simulate_dataset(out_dir: str | Path, episodes: int, *, seed: int = 0, worke
             bar.update()
     manifest = dict(schema_version=SCHEMA_VERSION, episodes=episodes, seed=seed,
                     args={k: v for k, v in kwargs.items()}, layout="i.mp4, i.txt, i.npz")
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
-    return out_dir
+    write_text(out_dir / "manifest.json", json.dumps(manifest, indent=1, default=str))
+    return native(out_dir)
 
 
-def load_episode(directory: str | Path, index: int) -> dict:
+def load_episode(directory, index: int) -> dict:
     """Frames (uint8 F,H,W,3), prompt and every ground-truth array of episode ``index``."""
-    directory = Path(directory)
+    directory = as_path(directory)
     frames, fps = read_video(directory / f"{index}.mp4")
     prompt_path = directory / f"{index}.txt"
     if not prompt_path.is_file():
@@ -361,6 +364,6 @@ def load_episode(directory: str | Path, index: int) -> dict:
     episode = dict(frames=frames, prompt=prompt_path.read_text().strip(), fps=fps)  # the npz's fps wins
     npz = directory / f"{index}.npz"
     if npz.is_file():
-        with np.load(npz) as data:
+        with np.load(io.BytesIO(npz.read_bytes())) as data:
             episode.update({k: data[k] for k in data.files})
     return episode

@@ -6,14 +6,17 @@ import argparse
 import sys
 
 from gw_jax.data.pack import verify
+from gw_jax.storage import as_path, check_bucket
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("packed", help="a `gw-jax pack` output folder")
+    parser.add_argument("packed", help="a `gw-jax pack` output folder or gs://BUCKET/...")
 
 
 def run(args) -> int:
-    problems = verify(args.packed)
+    packed = as_path(args.packed, flag="PACKED")
+    check_bucket(packed, flag="PACKED")
+    problems = verify(packed)
     for problem in problems:
         print(f"gw-jax verify: {problem}", file=sys.stderr)
     if problems:

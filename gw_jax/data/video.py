@@ -18,6 +18,7 @@ import imageio_ffmpeg
 import numpy as np
 
 from gw_jax.errors import UserInputError
+from gw_jax.storage import LocalCopy, as_path, is_remote
 
 QP = 12  # H.264 constant quantiser: ~38 dB PSNR on the simulator's clips, high enough for training
 
@@ -58,11 +59,13 @@ def _checked(frames, where) -> np.ndarray:
 
 def read_video(path: str | Path) -> tuple[np.ndarray, float]:
     """Returns (frames uint8 (F, H, W, 3), fps). Raises UserInputError naming the file if unreadable."""
-    path = Path(path)
+    path = as_path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: no such video file")
+    if is_remote(path):
+        return decode_video_bytes(path.read_bytes(), where=str(path))
     try:
-        video = mediapy_with_ffmpeg().read_video(path)
+        video = mediapy_with_ffmpeg().read_video(os.fspath(path))
     except Exception as e:
         raise UserInputError(f"{path}: unreadable video ({ffmpeg_reason(e)})") from e
     return _checked(video, path), float(video.metadata.fps or 0.0)
@@ -78,11 +81,16 @@ def decode_video_bytes(data: bytes, *, where: str = "video") -> tuple[np.ndarray
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float = 16.0) -> None:
-    """Writes uint8 (F, H, W, 3) frames as H.264 mp4 (yuv420p for even sizes, else yuv444p)."""
+    """Writes uint8 (F, H, W, 3) frames as H.264 mp4 (yuv420p for even sizes, else yuv444p); to a
+    ``gs://`` path through a local file that is uploaded once complete."""
     frames = np.asarray(frames)
     if frames.dtype != np.uint8:
         raise ValueError(f"write_video expects uint8 frames, got {frames.dtype}")
-    path = Path(path)
+    with LocalCopy(path, suffix=".mp4") as local:
+        _write_local_video(local, frames, fps)
+
+
+def _write_local_video(path, frames: np.ndarray, fps: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.mp4")
     try:

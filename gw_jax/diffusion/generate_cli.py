@@ -11,8 +11,6 @@ The work is in ``gw_jax.diffusion.generate``.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
 import numpy as np
 
 from gw_jax.data.video import write_video
@@ -20,6 +18,7 @@ from gw_jax.diffusion.generate import (DEFAULT_FPS, DEFAULT_SEED, NEGATIVE_PROMP
                                        generate, requests_from_json, requests_from_packed, settings_json)
 from gw_jax.errors import UserInputError
 from gw_jax.parallel.mesh import describe, make_mesh
+from gw_jax.storage import as_path, check_bucket, local_args, write_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,7 +76,11 @@ def parse_mesh(text: str) -> dict:
 
 
 def run(args) -> int:
-    # inputs first: a bad JSON, image or record fails in one line before any model is loaded
+    # inputs first: a bad JSON, image, record or output bucket fails in one line before any model is loaded
+    local_args(args, {"release": "--release", "transformer": "--transformer", "vae": "--vae",
+                      "text_encoder": "--text-encoder", "json": "--json"}, command="generate")
+    out = as_path(args.out, flag="--out")
+    check_bucket(out, flag="--out")
     requests = requests_from_json(args.json) if args.json else requests_from_packed(args.packed, args.limit)
     axes = parse_mesh(args.mesh)
     mesh = make_mesh(axes)
@@ -89,7 +92,6 @@ def run(args) -> int:
     results = generate(pipe, requests, num_frames=args.frames, height=args.height, width=args.width,
                        preset=args.preset, fps=args.fps, steps=args.steps, guidance=args.guidance, seed=args.seed,
                        negative_prompt=args.negative_prompt, mesh=mesh, progress=not args.no_progress)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for i, result in enumerate(results):
@@ -98,6 +100,6 @@ def run(args) -> int:
         files.append(f"{i}.mp4")
     settings = {k: v for k, v in vars(args).items() if k not in ("config_overrides", "no_progress")}
     settings.update(mesh=describe(mesh), lora=parse_lora(args.lora))
-    (out / "settings.json").write_text(settings_json(results, files, **settings))
+    write_text(out / "settings.json", settings_json(results, files, **settings))
     print(f"wrote {len(files)} videos and settings.json to {out}")
     return 0

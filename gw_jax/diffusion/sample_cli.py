@@ -8,22 +8,22 @@ the training size, centre-cropped) as the reference (first) frame, rolls out wit
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
 from gw_jax.data.video import write_video
-from gw_jax.diffusion.generate import read_image
-from gw_jax.errors import UserInputError, check_output_dir
+from gw_jax.diffusion.generate import decode_image
+from gw_jax.errors import UserInputError
+from gw_jax.storage import as_path, check_bucket, check_output_file
 from gw_jax.train.sampling import sample_workdir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workdir", required=True, help="a `gw-jax train` (or demo train/) folder")
+    parser.add_argument("--workdir", required=True, help="a `gw-jax train` (or demo train/) folder or gs:// URI")
     parser.add_argument("--image", required=True, help="first frame (png/jpg), resized to the training size")
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--frames", type=int, default=None, help="frames to generate (default: training clips)")
-    parser.add_argument("--out", required=True, help="output .mp4")
+    parser.add_argument("--out", required=True, help="output .mp4 (a file or gs:// URI)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--guidance", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -32,23 +32,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     # every argument is checked before anything slow (restoring, compiling) starts
-    if not (Path(args.workdir) / "checkpoints").is_dir():
-        raise UserInputError(f"--workdir {args.workdir}: no checkpoints/ folder (train first)")
-    if not Path(args.image).is_file():
-        raise UserInputError(f"--image {args.image}: no such file")
-    check_output_dir(Path(args.out).absolute().parent, flag="--out")
+    workdir, image = as_path(args.workdir, flag="--workdir"), as_path(args.image, flag="--image")
+    check_bucket(workdir, flag="--workdir")
+    if not (workdir / "checkpoints").is_dir():
+        raise UserInputError(f"--workdir {workdir}: no checkpoints/ folder (train first)")
+    check_bucket(image, flag="--image")
+    if not image.is_file():
+        raise UserInputError(f"--image {image}: no such file")
+    out_path = check_output_file(args.out, flag="--out")
     if args.frames is not None and args.frames < 2:
         raise UserInputError("--frames must be at least 2 (the first one is the given image)")
     if args.steps is not None and args.steps < 1:
         raise UserInputError(f"--steps must be at least 1, got {args.steps}")
     if args.guidance is not None and not np.isfinite(args.guidance):
         raise UserInputError(f"--guidance must be a finite number, got {args.guidance}")
-    try:
-        first = read_image(args.image)  # resized to cover the training size and centre-cropped
-    except UserInputError as e:
-        raise UserInputError(f"--image {e}") from None
-    clip, fps = sample_workdir(args.workdir, first, args.prompt, frames=args.frames, steps=args.steps,
+    first = decode_image(image.read_bytes(), where=f"--image {image}")  # resized to cover, centre-cropped later
+    clip, fps = sample_workdir(workdir, first, args.prompt, frames=args.frames, steps=args.steps,
                                guidance=args.guidance, seed=args.seed, ema=args.ema)
-    write_video(args.out, clip, fps=fps)
-    print(f"wrote {args.out}: {clip.shape[0]} frames of {clip.shape[1]}x{clip.shape[2]}")
+    write_video(out_path, clip, fps=fps)
+    print(f"wrote {out_path}: {clip.shape[0]} frames of {clip.shape[1]}x{clip.shape[2]}")
     return 0

@@ -6,17 +6,17 @@
   gw-jax idm compare --out DIR [--data DIR]                         masked vs unmasked report
 
 The work itself lives in the library (``gw_jax.idm.pipeline``, ``gw_jax.idm.report``); this module only
-parses flags.
+parses flags. Its folders and files are local (a gs:// URI is refused in one line); ``--json`` may be a URI.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from gw_jax.idm.pipeline import evaluate, fit, label
 from gw_jax.idm.report import compare
+from gw_jax.storage import as_path, check_output_file, local_args, write_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,17 +50,21 @@ def _training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+LOCAL_FLAGS = dict(data="--data", workdir="--workdir", plot="--plot", videos="VIDEOS", out="OUT", report="--report")
+
+
 def run(args) -> int:
+    local_args(args, LOCAL_FLAGS, command=f"idm {args.action}")
+    json_out = check_output_file(args.json, flag="--json") if getattr(args, "json", None) else None
     if args.action == "train":
         summary = fit(args.data, args.workdir, steps=args.steps, seg_steps=args.seg_steps,
                       masked=not args.no_mask, seed=args.seed)
         print(json.dumps(summary, indent=1))
     elif args.action == "eval":
-        metrics = evaluate(args.workdir, args.data, plot=args.plot or Path(args.workdir) / "eval_joints.png")
+        metrics = evaluate(args.workdir, args.data, plot=args.plot or as_path(args.workdir) / "eval_joints.png")
         text = json.dumps(metrics, indent=1)
-        if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(text + "\n")
+        if json_out is not None:
+            write_text(json_out, text + "\n")
         print(text)
     elif args.action == "label":
         written = label(args.videos, args.out, args.workdir)

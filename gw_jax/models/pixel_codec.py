@@ -14,8 +14,20 @@ import jax.numpy as jnp
 from einops import rearrange, reduce
 
 
+class PoolFold:
+    """For codecs that average-pool frames by ``self.pool`` and cut them into ``self.fold``-square patches."""
+
+    @property
+    def spatial_factor(self) -> int:
+        return self.pool * self.fold
+
+    def pooled(self, video):
+        """(B, C, T, H, W) -> (B, C, T, H / pool, W / pool): the video the codec reconstructs."""
+        return reduce(video, "b c t (h p) (w q) -> b c t h w", "mean", p=self.pool, q=self.pool)
+
+
 @dataclasses.dataclass(frozen=True)
-class PixelCodec:
+class PixelCodec(PoolFold):
     pool: int = 2
     fold: int = 2
     scale: float = 2.0  # pixels in [-1, 1] have std ~0.5: x2 puts latents near unit variance
@@ -23,13 +35,6 @@ class PixelCodec:
     @property
     def channels(self) -> int:
         return 3 * self.fold ** 2
-
-    @property
-    def spatial_factor(self) -> int:
-        return self.pool * self.fold
-
-    def pooled(self, video):
-        return reduce(video, "b c t (h p) (w q) -> b c t h w", "mean", p=self.pool, q=self.pool)
 
     def encode(self, video):
         folded = rearrange(self.pooled(video), "b c t (h m) (w n) -> b (c m n) t h w", m=self.fold, n=self.fold)

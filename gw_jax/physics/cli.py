@@ -8,14 +8,13 @@ Trajectory files are ``.npz`` with ``states`` ``(T + 1, 2)`` = [position m, velo
 ``actions`` ``(T,)`` = motor force N applied during each step of ``dt`` = 0.01 s (optional key,
 checked); a leading batch axis ``(N, T + 1, 2)`` / ``(N, T)`` fits one parameter set to several.
 The work lives in the library (``gw_jax.physics.pipeline``, ``identify``); this module parses flags and
-renders the eval report.
+renders the eval report. Files and folders are local (a gs:// URI is refused in one line); ``--json`` may be a URI.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -23,6 +22,7 @@ from gw_jax.errors import UserInputError
 from gw_jax.physics import system as sysmod
 from gw_jax.physics.identify import METHOD_LABELS, benchmark
 from gw_jax.physics.pipeline import fit_trajectories, trained_surrogates
+from gw_jax.storage import as_path, check_output_file, local_args, write_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    local_args(args, dict(out="--out", trajectories="--trajectories", surrogate="--surrogate"),
+               command=f"sysid {args.action}")
     return {"simulate": _simulate, "fit": _fit, "eval": _eval}[args.action](args)
 
 
@@ -73,7 +75,7 @@ def _fit(args) -> int:
     report = fit_trajectories(args.trajectories, args.out, surrogate=args.surrogate, restarts=args.restarts,
                               iterations=args.iterations, horizon=args.horizon, seed=args.seed,
                               train_rollouts=args.train_rollouts, train_steps=args.train_steps)
-    out = Path(args.out)
+    out = as_path(args.out)
     print(sysmod.mjcf_snippet([report[n] for n in sysmod.PARAM_NAMES]), end="")
     print(f"wrote {out / 'params.json'} and {out / 'params.xml'}")
     return 0
@@ -82,15 +84,16 @@ def _fit(args) -> int:
 def _eval(args) -> int:
     if args.systems < 1:
         raise UserInputError("--systems must be at least 1")
+    json_out = check_output_file(args.json, flag="--json") if args.json else None
     surrogates = trained_surrogates(["pinn", "mlp"], train_rollouts=args.train_rollouts,
                                     train_steps=args.train_steps, seed=args.seed)
     metrics, histories = benchmark(surrogates, args.systems, restarts=args.restarts, iterations=args.iterations,
                                    horizon=args.horizon, seed=args.seed)
     print(json.dumps({k: v for k, v in metrics.items() if k.startswith("rel_err")}, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
+    if json_out is not None:
+        write_text(json_out, json.dumps(metrics, indent=2) + "\n")
     if args.out:
-        out = Path(args.out)
+        out = as_path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         write_plot(histories, out / "physics_convergence.png")
         (out / "sysid_report.md").write_text(write_report(metrics))

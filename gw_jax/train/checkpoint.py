@@ -4,7 +4,8 @@ Items per step: ``state`` (params, optimizer, EMA, step; sharded arrays), ``data
 through Grain's own Orbax handler: one ``process_<i>-of-<n>.json`` per process, so each host resumes its
 own shard of the data) and ``config`` (JSON). Saves are asynchronous; ``max_to_keep`` old steps are kept.
 Restoring takes an abstract state whose leaves carry the *target* shardings, so a checkpoint written
-on one mesh restores onto another.
+on one mesh restores onto another. The directory is a local folder or a ``gs://`` URI (Orbax writes arrays
+through tensorstore's gcs driver, the rest through epath).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 import grain
 import jax
 import orbax.checkpoint as ocp
+
+from gw_jax.storage import absolute
 
 
 class _JsonStateIterator:
@@ -41,7 +44,7 @@ def _grain_item(iterator):
 class Checkpointer:
     def __init__(self, directory: str | Path, *, max_to_keep: int = 3, save_interval_steps: int = 1,
                  async_save: bool = True):
-        self.directory = Path(directory).absolute()
+        self.directory = absolute(directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
             enable_async_checkpointing=async_save, create=True)

@@ -18,7 +18,8 @@ from gw_jax.train.loop import train
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="experiment config file (configs/*.py)")
-    parser.add_argument("--workdir", required=True, help="checkpoints, metrics and TensorBoard logs")
+    parser.add_argument("--workdir", required=True,
+                        help="checkpoints, metrics and TensorBoard logs: a folder or gs://BUCKET/...")
     parser.add_argument("--max-steps", type=int, default=None, help="stop (and save) after this step")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -8,12 +8,12 @@ The work is ``gw_jax.train.compile.compile_report``.
 from __future__ import annotations
 
 import argparse
-import json
 
 import jax
 
 from gw_jax.config import load_config
 from gw_jax.errors import UserInputError
+from gw_jax.storage import check_output_file, write_json
 from gw_jax.train.compile import compile_report
 
 
@@ -40,6 +40,7 @@ def run(args) -> int:
     jax.config.update("jax_platforms", "cpu")
 
     config = load_config(args.config, args.config_overrides)
+    json_out = check_output_file(args.json, flag="--json") if args.json else None
     report = compile_report(config, args.topology, parse_mesh(args.mesh) or None)
     m = report["per_chip"]
     print(f"{report['topology']} ({report['chips']} chips), mesh {report['mesh']}, compiled in {report['compile_s']}s")
@@ -50,9 +51,8 @@ def run(args) -> int:
           f"-> peak ~{report['peak_estimate_gib']:.2f} GiB of {report['hbm_gib']} GiB HBM")
     print(f"  model FLOPs per step {report['model_flops_per_step']:.3e}"
           f" (attention kept {report['attention_kept_fraction']:.3f} of dense)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+    if json_out is not None:
+        write_json(json_out, report)
     if not report["fits"]:
         print(f"does NOT fit: peak {report['peak_estimate_gib']:.1f} GiB > 95% of {report['hbm_gib']} GiB; "
               "use more fsdp/context, remat, or a smaller batch")

@@ -6,7 +6,6 @@ checkpointer saves next to the model so a resumed run sees exactly the batches i
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping
 
 import jax
@@ -18,6 +17,7 @@ from gw_jax.data.loader import make_loader
 from gw_jax.errors import UserInputError
 from gw_jax.models.factory import load_codec, load_text_encoder
 from gw_jax.models.vae import WanLatentCodec, vae_from_config
+from gw_jax.storage import as_path, check_bucket
 
 
 class ArrayBatches:
@@ -73,7 +73,7 @@ def make_batches(config):
 
     ``config.data.raw_dir``: episodes in the seed's layout (i.mp4 + i.txt), encoded once with the
     config's codec and text encoder into in-memory latents; ``config.data.packed_dir``: the packed
-    TFRecords through the Grain loader.
+    TFRecords through the Grain loader. Either may be a ``gs://`` URI.
     """
     if config.data.get("raw_dir"):
         return _batches_from_raw_episodes(config)
@@ -83,14 +83,17 @@ def make_batches(config):
         raise UserInputError("packed data carries video: use --config.latents=vae (the codec encodes clips "
                              "inside the train step)")
     local_batch = config.train.global_batch_size // jax.process_count()
-    return make_loader(config.data.packed_dir, batch_size=local_batch, num_frames=config.data.num_frames,
+    packed = as_path(config.data.packed_dir, flag="--config.data.packed_dir")
+    check_bucket(packed, flag="--config.data.packed_dir")
+    return make_loader(packed, batch_size=local_batch, num_frames=config.data.num_frames,
                        height=config.data.height, width=config.data.width, seed=config.seed,
                        worker_count=config.data.worker_count, max_ref_frames=config.loss.max_ref_frames,
                        ref_start=config.loss.ref_start)
 
 
 def _batches_from_raw_episodes(config) -> ArrayBatches:
-    directory = Path(config.data.raw_dir)
+    directory = as_path(config.data.raw_dir, flag="--config.data.raw_dir")
+    check_bucket(directory, flag="--config.data.raw_dir")
     count = len(list(directory.glob("*.mp4")))
     if count == 0:
         raise UserInputError(f"--config.data.raw_dir {directory}: no episodes (i.mp4 + i.txt) found")
@@ -108,9 +111,9 @@ def make_latent_encoder(config):
     """(latent_fn, codec_params) for ``config.latents == "vae"``: the config's codec inside the step.
 
     ``codec.name == "wan_vae"``: the Wan2.1 VAE from ``config.vae``; ``"pixel"``: the parameter-free
-    pixel codec.
+    pixel codec; ``"patch_vae"``: the demo's trained codec (frozen, from ``config.codec.path``).
     """
-    if config.codec.name == "pixel":
+    if config.codec.name in ("pixel", "patch_vae"):
         codec = load_codec(config)
         return (lambda _params, video: codec.encode(video)), None
 

@@ -23,9 +23,9 @@ def base_config() -> ml_collections.ConfigDict:
         height=64, width=64, fps=16.0,
         worker_count=0,  # Grain worker processes (0: decode in the main process)
     ))
-    # Latent codec and text encoder used by `gw-jax sample` (and the demo): "wan_vae" | "pixel";
-    # "minilm" | "t5:<path>" | "hash".
-    c.codec = ml_collections.ConfigDict(dict(name="wan_vae", pool=2, fold=4))
+    # Latent codec and text encoder used by `gw-jax sample` (and the demo): "wan_vae" | "pixel" |
+    # "patch_vae" (a trained PatchVAE folder at `path`, as `gw-jax demo` writes); "minilm" | "t5:<path>" | "hash".
+    c.codec = ml_collections.ConfigDict(dict(name="wan_vae", pool=2, fold=4, path=""))
     c.text_encoder = ml_collections.ConfigDict(dict(name="minilm", width=32, max_length=16))
     # Where latents come from: "vae" encodes clips inside the step, "precomputed" reads batch["latents"].
     c.latents = "vae"
@@ -65,29 +65,40 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 # The demo (`gw-jax demo`, configs/demo.py): sim and data sizes, training length, and its DiT config.
-QUICK = dict(train_episodes=32, heldout_episodes=6, sim_frames=17, size=64, sim_fps=8.0, clip_frames=9,
-             steps=1500, batch_size=8, sample_steps=20)
-FULL = dict(QUICK, train_episodes=128, heldout_episodes=16, steps=6000, batch_size=16)
+QUICK = dict(
+    train_episodes=32, heldout_episodes=16, sim_frames=17, size=64, sim_fps=8.0, clip_frames=9,
+    codec="patch_vae", codec_channels=16, codec_steps=1000, latent_noise=0.3, error_focus=0.01,  # the latent codec
+    steps=1500, batch_size=8, model_channels=96, p_mean=1.0, p_std=1.0,  # the DiT and its training sigmas
+    sample_steps=20, sigma_max=80.0, sample_params="ema",  # the reference sampler
+    feature_steps=400)  # the FVD feature network
+FULL = dict(QUICK, train_episodes=128, heldout_episodes=32, steps=6000, batch_size=16, codec_steps=2000)
+CODEC_POOL, CODEC_FOLD = 2, 4  # 64x64 frames -> 32x32 -> 8x8 latent grid
 
 
-def demo_config(settings: dict) -> ml_collections.ConfigDict:
-    """The DiT + training config for the demo's pixel-codec latents."""
-    codec = PixelCodec(pool=2, fold=4)
-    latent_size = settings["size"] // codec.spatial_factor
+def demo_config(settings: dict, codec_path: str = "") -> ml_collections.ConfigDict:
+    """The DiT + training config for the demo's latents (``codec_path``: the trained PatchVAE folder).
+
+    ``settings["codec"] == "pixel"`` gives the fixed pixel codec the demo used before (docs/demo.md)."""
+    pixel = settings["codec"] == "pixel"
+    channels = PixelCodec(pool=CODEC_POOL, fold=CODEC_FOLD).channels if pixel else settings["codec_channels"]
+    latent_size = settings["size"] // (CODEC_POOL * CODEC_FOLD)
     config = base_config()
     config.model.update(dict(
         max_img_h=latent_size, max_img_w=latent_size, max_frames=settings["clip_frames"],
-        in_channels=codec.channels + 1, out_channels=codec.channels, patch_spatial=2, patch_temporal=1,
-        model_channels=96, num_blocks=3, num_heads=4, crossattn_emb_channels=32, adaln_lora_dim=24,
+        in_channels=channels + 1, out_channels=channels, patch_spatial=2, patch_temporal=1,
+        model_channels=settings["model_channels"], num_blocks=3, num_heads=4, crossattn_emb_channels=32,
+        adaln_lora_dim=24,
         scan_blocks=True, remat_policy="none", dtype="float32", param_dtype="float32", attention_impl="xla"))
     config.latents = "precomputed"
-    config.codec.update(dict(name="pixel", pool=codec.pool, fold=codec.fold))
+    config.codec.update(dict(name="pixel", pool=CODEC_POOL, fold=CODEC_FOLD) if pixel else
+                        dict(name="patch_vae", path=str(codec_path)))
     config.text_encoder.update(dict(name="hash", width=32, max_length=16))
     config.data.update(dict(height=settings["size"], width=settings["size"], num_frames=settings["clip_frames"],
                             fps=settings["sim_fps"] * (settings["clip_frames"] - 1) / (settings["sim_frames"] - 1)))
     config.mesh.axes.update(dict(data=-1))
+    config.loss.update(dict(p_mean=settings["p_mean"], p_std=settings["p_std"]))
     config.train.update(dict(global_batch_size=settings["batch_size"], num_steps=settings["steps"],
                              learning_rate=1e-3, warmup_steps=50, final_lr_fraction=0.05, weight_decay=0.0,
                              log_every=10, checkpoint_every=settings["steps"], async_checkpoint=False))
-    config.sample.update(dict(steps=settings["sample_steps"], guidance=1.0))
+    config.sample.update(dict(steps=settings["sample_steps"], guidance=1.0, sigma_max=settings["sigma_max"]))
     return config

@@ -17,6 +17,7 @@ import ml_collections
 
 from gw_jax.errors import UserInputError
 from gw_jax.models import lora
+from gw_jax.storage import as_path
 from gw_jax.train.checkpoint import Checkpointer, abstract_with_shardings
 from gw_jax.train.loop import build_setup
 from gw_jax.train.pretrained import export_release
@@ -24,7 +25,7 @@ from gw_jax.train.pretrained import export_release
 
 def restore_workdir(workdir: str | Path, step: int | None = None):
     """(config, setup, state) of a workdir's newest (or ``step``) checkpoint, on this host's devices."""
-    directory = Path(workdir) / "checkpoints"
+    directory = as_path(workdir, flag="--workdir") / "checkpoints"
     if not directory.is_dir():
         raise UserInputError(f"--workdir {workdir}: no checkpoints/ folder (train first)")
     checkpointer = Checkpointer(directory, async_save=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from gw_jax.storage import local_args
 from gw_jax.train.export import export_workdir
 
 
@@ -21,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    local_args(args, {"out": "--out"}, command="export")  # safetensors are written by a local-file library
     written = export_workdir(args.workdir, args.out, ema=args.ema, step=args.step, fuse=args.fuse)
     print(f"wrote {written}")
     return 0

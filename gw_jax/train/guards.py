@@ -16,16 +16,20 @@
   line, every save, at least every 100 steps), then fetches them at once; the first non-finite one raises
   :class:`NonFiniteLossError` naming its step. The loop checks before every save, so the newest checkpoint is
   always the last good one.
-- ``Profiler``: ``config.train.profile_steps`` steps traced with ``jax.profiler`` (TensorBoard / XProf).
+- ``Profiler``: ``config.train.profile_steps`` steps traced with ``jax.profiler`` (TensorBoard / XProf); into a
+  ``gs://`` workdir through a local folder uploaded when the trace ends.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
 import jax
 import numpy as np
+
+from gw_jax.storage import LocalCopy
 
 
 class NonFiniteLossError(RuntimeError):
@@ -94,14 +98,17 @@ class FiniteGuard:
 class Profiler:
     """Traces steps ``first`` .. ``first + steps - 1`` into ``directory`` (nothing when ``steps`` is 0)."""
 
-    def __init__(self, directory: Path, *, first: int, steps: int):
+    def __init__(self, directory, *, first: int, steps: int):
         self.directory, self.first, self.last = directory, first, first + steps - 1
         self.active = False
+        self._local = None
 
     def before(self, step: int) -> None:
         if step == self.first and self.last >= self.first:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            jax.profiler.start_trace(str(self.directory))
+            self._local = LocalCopy(self.directory)  # the profiler writes local files only
+            local = self._local.__enter__()
+            local.mkdir(parents=True, exist_ok=True)
+            jax.profiler.start_trace(os.fspath(local))
             self.active = True
 
     def after(self, step: int, outputs) -> None:
@@ -112,6 +119,7 @@ class Profiler:
     def stop(self) -> None:
         if self.active:
             jax.profiler.stop_trace()
+            self._local.__exit__(None, None, None)
             self.active = False
             print(f"profile of steps {self.first}..{self.last} in {self.directory} (tensorboard --logdir)",
                   flush=True)

@@ -4,7 +4,8 @@
 checkpoint in ``workdir`` (params, optimizer, EMA, step and the data iterator), and on SIGTERM saves
 and returns cleanly (preemptible TPU VMs send it before they go; on several hosts all of them stop and save
 at the same step). A NaN/inf loss stops the run (``NonFiniteLossError``) before anything diverged is saved;
-``config.train.profile_steps`` traces that many steps into ``workdir/profile``.
+``config.train.profile_steps`` traces that many steps into ``workdir/profile``. ``workdir`` is a local folder
+or a ``gs://`` URI (checkpoints, metrics and TensorBoard go straight to the bucket).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from gw_jax.errors import UserInputError, make_output_dir
+from gw_jax.errors import UserInputError
 from gw_jax.parallel.logical import use_mesh_rules
 from gw_jax.parallel.mesh import batch_sharding, describe, logical_tree_shardings, make_mesh
+from gw_jax.storage import as_path, make_output_dir
 from gw_jax.train.checkpoint import Checkpointer, abstract_with_shardings
 from gw_jax.train.config_checks import check_resume_config, check_train_config
 from gw_jax.train.data import make_batches, make_latent_encoder
@@ -164,7 +166,7 @@ def train(config, workdir: str | Path, *, batches=None, vae=None, max_steps: int
     use it to simulate an interruption).
     """
     check_train_config(config)
-    workdir = Path(workdir)
+    workdir = as_path(workdir, flag="--workdir")
     make_output_dir(workdir, flag="--workdir")
     latent_fn, vae_params = (None, None)
     if config.latents == "vae":
@@ -206,6 +208,7 @@ def train(config, workdir: str | Path, *, batches=None, vae=None, max_steps: int
     def save(done: int, force: bool = False) -> None:
         finite.check()  # never save a diverged state: the newest checkpoint stays the last good one
         checkpointer.save(done, state, data=data, config=config_dict, force=force)
+        metrics_writer.flush()  # a bucket's metrics.jsonl is rewritten in batches: complete up to every checkpoint
         finite.last_saved = done
 
     try:
