@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compile": ("gw_jax.train.compile_cli", "compile the sharded train step for a TPU topology"),
     "idm": ("gw_jax.idm.cli", "inverse dynamics: train / eval / label joint trajectories"),
     "sysid": ("gw_jax.physics.cli", "physics system identification with a PINN surrogate"),
+    "engine": ("gw_jax.engine.cli", "data engine: seeds -> new views -> IDM labels -> gates -> RLDS"),
+    "filter": ("gw_jax.engine.filter_cli", "score episodes with the visual, geometric and physical gates"),
 }
 
 

@@ -196,7 +196,7 @@ def test_pack_interrupted_with_workers_then_resumed_equals_uninterrupted(tmp_pat
 
 # ------------------------------------------------------------------ train and sample
 
-TRAIN = ["--config", "configs/demo.py", "--no-progress", "--config.data.height=32", "--config.data.width=32",
+TRAIN = ["--config", "configs/demo_pixel.py", "--no-progress", "--config.data.height=32", "--config.data.width=32",
          "--config.data.num_frames=5", "--config.train.global_batch_size=8", "--config.train.log_every=1",
          "--config.model.num_blocks=1", "--config.text_encoder.name=minilm",
          "--config.model.crossattn_emb_channels=384"]
@@ -243,15 +243,15 @@ def test_nonsense_train_values_are_refused_before_anything_is_written(tmp_path, 
 
 
 def write_checkpoint(workdir: Path, overrides: list[str], step: int = 1) -> None:
-    """Step ``step`` of a run of configs/demo.py with ``overrides`` as `gw-jax train` saves it, the weights freshly
-    initialised (no training step compiled: all that sampling or resuming needs)."""
+    """Step ``step`` of a run of configs/demo_pixel.py with ``overrides`` as `gw-jax train` saves it, the
+    weights freshly initialised (no training step compiled: all that sampling or resuming needs)."""
     import jax.numpy as jnp
 
     from gw_jax.config import load_config
     from gw_jax.train.checkpoint import Checkpointer
     from gw_jax.train.loop import build_setup
 
-    config = load_config("configs/demo.py", overrides)
+    config = load_config("configs/demo_pixel.py", overrides)
     state = build_setup(config).init_state()
     checkpointer = Checkpointer(workdir / "checkpoints", async_save=False)
     checkpointer.save(step, state.replace(step=jnp.asarray(step, jnp.int32)), config=config.to_dict())
@@ -268,7 +268,8 @@ def test_metrics_after_an_unsaved_step_are_not_repeated_on_resume(tmp_path, epis
     # what the killed run had logged: steps 1 and 2 (saved), 3 (not saved), half of 4
     (workdir / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 9.0}) + "\n" for s in (1, 2, 3))
                                            + '{"step": 4, "lo')
-    assert main(["train", "--config", "configs/demo.py", "--no-progress", "--workdir", str(workdir), *overrides]) == 0
+    args = ["train", "--config", "configs/demo_pixel.py", "--no-progress", "--workdir", str(workdir), *overrides]
+    assert main(args) == 0
     logged = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in logged] == [1, 2, 3, 4] and logged[2]["loss"] != 9.0  # step 3 is the new one
 

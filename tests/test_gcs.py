@@ -139,7 +139,7 @@ def test_checkpoints_data_state_and_metrics_in_a_bucket(bucket, gcs_emulator, tm
 
 
 BAD_PATHS = [
-    (["train", "--config", "configs/demo.py", "--workdir", "gs://no-such-bucket/run"], "train",
+    (["train", "--config", "configs/demo_pixel.py", "--workdir", "gs://no-such-bucket/run"], "train",
      "bucket gs://no-such-bucket does not exist"),
     (["pack", "s3://data/raw", "gs://bucket/packed"], "pack", "unsupported URI scheme s3://"),
     (["verify", "gs:/bucket/packed"], "verify", "did you mean gs://bucket/packed?"),
@@ -183,7 +183,7 @@ def test_no_credentials_is_one_line_and_exit_2(tmp_path):
 
 # ------------------------------------------------------------------ the data engine in a bucket (slow)
 
-TRAIN = ["--config", str(ROOT / "configs/demo.py"), "--no-progress", "--config.data.packed_dir=gs://bucket/packed",
+TRAIN = ["--config", str(ROOT / "configs/demo_pixel.py"), "--no-progress", "--config.data.packed_dir=gs://bucket/packed",
          "--config.latents=vae", "--config.data.height=32", "--config.data.width=32", "--config.data.num_frames=5",
          "--config.train.global_batch_size=8", "--config.train.log_every=1", "--config.model.num_blocks=1",
          "--config.train.num_steps=100000", "--config.train.checkpoint_every=100000"]

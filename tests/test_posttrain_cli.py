@@ -51,8 +51,8 @@ def test_finetune_release_lora_and_full_resume_export_load_back(tmp_path):
               "--config.model.pretrained=" + str(release), "--no-progress"]
     lora = ["--config.train.mode=lora", "--config.train.lora_rank=4", "--config.train.optimizer=came8bit", *common]
     run = tmp_path / "lora_run"
-    gw_jax("train", "--config", "configs/demo.py", "--workdir", run, "--max-steps", 2, *lora)
-    assert "done: step 4" in gw_jax("train", "--config", "configs/demo.py", "--workdir", run, *lora).stdout
+    gw_jax("train", "--config", "configs/demo_pixel.py", "--workdir", run, "--max-steps", 2, *lora)
+    assert "done: step 4" in gw_jax("train", "--config", "configs/demo_pixel.py", "--workdir", run, *lora).stdout
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
     gw_jax("export", "--workdir", run, "--out", tmp_path / "lora_out")
@@ -71,12 +71,12 @@ def test_finetune_release_lora_and_full_resume_export_load_back(tmp_path):
     np.testing.assert_allclose(np.asarray(fused(*args)), adapted_out, rtol=1e-4, atol=1e-5)
 
     full_run = tmp_path / "full_run"
-    gw_jax("train", "--config", "configs/demo.py", "--workdir", full_run, "--max-steps", 2, *common)
+    gw_jax("train", "--config", "configs/demo_pixel.py", "--workdir", full_run, "--max-steps", 2, *common)
     gw_jax("export", "--workdir", full_run, "--out", tmp_path / "full_out", "--ema")
     tuned = GigaWorld0DiT.from_pretrained(tmp_path / "full_out")
     assert json.loads((tmp_path / "full_out" / "config.json").read_text())["model_channels"] == 32
     assert 1e-6 < np.abs(np.asarray(tuned(*args)) - base_out).max()
 
-    bad = gw_jax("train", "--config", "configs/demo.py", "--workdir", tmp_path / "x", *common[:-2],
+    bad = gw_jax("train", "--config", "configs/demo_pixel.py", "--workdir", tmp_path / "x", *common[:-2],
                  "--config.model.pretrained=" + str(episodes), check=False)
     assert bad.returncode == 2 and "not a checkpoint folder" in bad.stderr and len(bad.stderr.splitlines()) == 1

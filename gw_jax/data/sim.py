@@ -7,7 +7,9 @@ squares IK on critically damped, gravity-compensated position servos; the closed
 Success (``task_success``) over 30 seeds at 33 frames / 8 fps (4 s), from ``gw-jax bench sim``: see the
 README; at 16 fps (2 s episodes) the arm must move twice as fast and fewer picks and places succeed.
 Written in the seed's layout: ``i.mp4``, ``i.txt`` (prompt) and ``i.npz`` (ground truth: joints, actions,
-camera intrinsics/extrinsics, depth, arm segmentation, object physics).
+camera intrinsics/extrinsics, depth, arm segmentation, object physics). ``views=N`` also renders N extra
+cameras orbiting the main one (``view_frames``, ``view_depth``, ``view_arm_mask``, ``view_intrinsics``,
+``view_extrinsics``; drawn from their own seeded stream, so the episode itself does not change).
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from gw_jax.data.sim_scene import ARM_BASE_Y, ARM_JOINTS, COLOURS, GRIPPER_JOINTS, TABLE_TOP, default_camera, scene_xml
+from gw_jax.data.sim_scene import (ARM_BASE_Y, ARM_JOINTS, COLOURS, GRIPPER_JOINTS, TABLE_TOP, default_camera,
+                                   scene_xml)
 from gw_jax.data.video import read_video, write_video
 from gw_jax.data.workers import imap_unordered
 from gw_jax.errors import UserInputError
+from gw_jax.geometry import camera as cam_geometry
+from gw_jax.geometry import se3
 from gw_jax.storage import as_path, make_output_dir, native, write_bytes, write_text
 
 TASKS = ("push", "pick", "place")
@@ -182,16 +187,19 @@ def _solve_ik(mujoco, model, scratch, qpos_arm, joint_ids, site_id, target, wris
 
 def simulate_episode(seed: int, *, frames: int = 33, height: int = 64, width: int = 64, fps: float = 16.0,
                      task: str | None = None, tasks=TASKS, random_background: bool = False, distractors: int = 0,
-                     random_camera: bool = False, render_scale: int = 2) -> dict:
-    """One episode as a dict: ``frames`` uint8 (F,H,W,3), ``prompt`` and the ground-truth arrays."""
+                     random_camera: bool = False, render_scale: int = 2, views: int = 0) -> dict:
+    """One episode as a dict: ``frames`` uint8 (F,H,W,3), ``prompt`` and the ground-truth arrays (and
+    those of ``views`` extra cameras, see the module docstring)."""
     mujoco = _mujoco()
     rng = np.random.default_rng(seed)
     task = task or tasks[rng.integers(len(tasks))]
     if task not in TASKS:
         raise UserInputError(f"unknown task {task!r}; tasks are {TASKS}")
     ep = _draw_episode(rng, task, random_background, distractors, random_camera)
+    extra = view_cameras(seed, views, ep["camera"])
     model = mujoco.MjModel.from_xml_string(scene_xml(rng, objects=[ep["cube"]], background=ep["background"],
-                                                     distractors=ep["distractors"], camera=ep["camera"]))
+                                                     distractors=ep["distractors"], camera=ep["camera"],
+                                                     views=tuple(extra)))
     data, scratch = mujoco.MjData(model), mujoco.MjData(model)
     joint_ids = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, j) for j in ARM_JOINTS]
     grip_ids = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, j) for j in GRIPPER_JOINTS]
@@ -212,16 +220,19 @@ def simulate_episode(seed: int, *, frames: int = 33, height: int = 64, width: in
     # The policy re-plans at CONTROL_HZ whatever the frame rate, so low-fps episodes move as smoothly.
     control_every = max(1, min(substeps, int(round(1.0 / CONTROL_HZ / model.opt.timestep))))
     plan_steps = max(frames - 1, 1) * substeps
-    rgb, depth, mask, joints, actions, cube_pos, grip_pos = [], [], [], [], [], [], []
+    cameras = ["main"] + [f"view{v}" for v in range(views)]
+    rgb, depth, mask = ({c: [] for c in cameras} for _ in range(3))
+    joints, actions, cube_pos, grip_pos = [], [], [], []
     q_target = HOME.copy()
     for i in range(frames):
         joints.append(np.concatenate([data.qpos[arm_adr], [data.qpos[grip_adr].sum()]]))
         cube_pos.append(data.qpos[cube_adr:cube_adr + 3].copy())
         grip_pos.append(data.site_xpos[site].copy())
-        rgb.append(_render(renderer, data, "rgb", render_scale))
-        depth.append(_render(renderer, data, "depth", render_scale))
-        seg = _render(renderer, data, "seg", render_scale)
-        mask.append(np.isin(seg, list(arm_geoms)).astype(np.uint8))
+        for c in cameras:
+            rgb[c].append(_render(renderer, data, "rgb", render_scale, c))
+            depth[c].append(_render(renderer, data, "depth", render_scale, c))
+            seg = _render(renderer, data, "seg", render_scale, c)
+            mask[c].append(np.isin(seg, list(arm_geoms)).astype(np.uint8))
         for step in range(0, substeps, control_every):
             fraction = min((i * substeps + step) / plan_steps, 1.0)
             target_xyz, grip, wrist = _interpolate(plan, start_xyz, HOME[0], fraction)
@@ -232,18 +243,46 @@ def simulate_episode(seed: int, *, frames: int = 33, height: int = 64, width: in
             mujoco.mj_step(model, data, nstep=min(control_every, substeps - step))
     renderer.close()
     camera = ep["camera"]
-    return dict(frames=np.stack(rgb), prompt=ep["prompt"], task=task, seed=seed, fps=float(fps),
+    out = dict(frames=np.stack(rgb["main"]), prompt=ep["prompt"], task=task, seed=seed, fps=float(fps),
                 joints=np.asarray(joints, np.float32), actions=np.asarray(actions, np.float32),
                 joint_names=np.array(ARM_JOINTS + ("gripper",)),
                 intrinsics=camera_intrinsics(camera["fovy"], height, width),
                 extrinsics=camera_extrinsics(camera["pos"], camera["xyaxes"]),
-                depth=np.stack(depth).astype(np.float16), arm_mask=np.stack(mask),
+                depth=np.stack(depth["main"]).astype(np.float16), arm_mask=np.stack(mask["main"]),
                 object_names=np.array(["cube"]), object_mass=np.array([ep["cube"]["mass"]], np.float32),
                 object_friction=np.array([ep["cube"]["friction"]], np.float32),
                 object_damping=np.array([ep["cube"]["damping"]], np.float32),
                 object_positions=np.asarray(cube_pos, np.float32)[:, None, :],
                 gripper_positions=np.asarray(grip_pos, np.float32),
                 target_xy=np.asarray(ep["target"], np.float32))
+    if views:
+        out.update(view_frames=np.stack([np.stack(rgb[c]) for c in cameras[1:]]),
+                   view_depth=np.stack([np.stack(depth[c]) for c in cameras[1:]]).astype(np.float16),
+                   view_arm_mask=np.stack([np.stack(mask[c]) for c in cameras[1:]]),
+                   view_intrinsics=np.stack([camera_intrinsics(v["fovy"], height, width) for v in extra]),
+                   view_extrinsics=np.stack([camera_extrinsics(v["pos"], v["xyaxes"]) for v in extra]))
+    return out
+
+
+def view_cameras(seed: int, count: int, main: dict, *, yaw_deg=(10.0, 35.0), elevation_deg=(-12.0, 8.0)) -> list:
+    """``count`` cameras orbiting ``main`` about the point it looks at on the table: |yaw| in ``yaw_deg``
+    either way, elevation in ``elevation_deg``; drawn from the episode seed's own stream."""
+    rng = np.random.default_rng([seed, 17])
+    extrinsics = camera_extrinsics(main["pos"], main["xyaxes"]).astype(np.float64)
+    pivot = cam_geometry.axis_hit(extrinsics, TABLE_TOP)
+    out = []
+    for _ in range(count):
+        yaw = rng.choice([-1, 1]) * np.deg2rad(rng.uniform(*yaw_deg))
+        moved = cam_geometry.orbit(extrinsics, pivot, yaw, np.deg2rad(rng.uniform(*elevation_deg)))
+        out.append(mujoco_camera(moved, main["fovy"]))
+    return out
+
+
+def mujoco_camera(extrinsics, fovy: float) -> dict:
+    """The inverse of ``camera_extrinsics``: MuJoCo's camera (pos, xyaxes, fovy) of an OpenCV world -> camera."""
+    world_from_cam = se3.invert(extrinsics)
+    axes = world_from_cam[:3, :3]
+    return dict(pos=world_from_cam[:3, 3], xyaxes=np.concatenate([axes[:, 0], -axes[:, 1]]), fovy=fovy)
 
 
 def task_success(episode: dict) -> bool:
@@ -277,14 +316,14 @@ def markdown_table(report: dict) -> str:
                       f"({report['episodes_per_s']:.1f} episodes/s)", "", "| task | succeeded |", "|---|---|", *rows])
 
 
-def _render(renderer, data, kind: str, scale: int) -> np.ndarray:
+def _render(renderer, data, kind: str, scale: int, camera: str = "main") -> np.ndarray:
     renderer.disable_depth_rendering()
     renderer.disable_segmentation_rendering()
     if kind == "depth":
         renderer.enable_depth_rendering()
     elif kind == "seg":
         renderer.enable_segmentation_rendering()
-    renderer.update_scene(data, camera="main")
+    renderer.update_scene(data, camera=camera)
     image = renderer.render()
     if kind == "rgb":  # box-filter downsample: anti-aliased frames at the requested size
         h, w = image.shape[0] // scale, image.shape[1] // scale

@@ -59,8 +59,15 @@ def _arm_xml() -> str:
     </body>"""
 
 
+def _camera_xml(name: str, camera: dict) -> str:
+    pos = " ".join(f"{v:.5f}" for v in camera["pos"])
+    axes = " ".join(f"{v:.6f}" for v in camera["xyaxes"])
+    return f'<camera name="{name}" pos="{pos}" xyaxes="{axes}" fovy="{camera["fovy"]}"/>'
+
+
 def scene_xml(rng: np.random.Generator, *, objects: list[dict], background: tuple | None,
-              distractors: list[dict], camera: dict) -> str:
+              distractors: list[dict], camera: dict, views: tuple[dict, ...] = ()) -> str:
+    """The episode's MJCF: camera "main" and the extra cameras "view0", "view1", ... (``views``)."""
     floor = background or (0.55, 0.55, 0.58)
     table = (0.62, 0.48, 0.33) if background is None else tuple(rng.uniform(0.2, 0.9, 3))
     object_xml = "".join(
@@ -89,6 +96,7 @@ def scene_xml(rng: np.random.Generator, *, objects: list[dict], background: tupl
           rgba="{table[0]:.3f} {table[1]:.3f} {table[2]:.3f} 1"/>
     <camera name="main" pos="{camera['pos'][0]:.3f} {camera['pos'][1]:.3f} {camera['pos'][2]:.3f}"
             xyaxes="{' '.join(f'{v:.4f}' for v in camera['xyaxes'])}" fovy="{camera['fovy']}"/>
+    {''.join(_camera_xml(f"view{i}", v) for i, v in enumerate(views))}
     {_arm_xml()}
     {object_xml}
     {distractor_xml}

@@ -22,6 +22,17 @@ CROSS_ATTENTION = ("ca", "cross_attn")
 MLP = ("mlp", "ff")
 
 
+def replicate_features(modulation_btd: jax.Array) -> jax.Array:
+    """Gathers the (small) adaLN modulation over ``tensor`` before it is split into shift/scale/gate.
+
+    Left sharded like its ``modulation`` weights, XLA's SPMD partitioner (jax/jaxlib 0.10.2) miscompiles
+    ``gate * mlp(x)`` on a data x fsdp x tensor mesh: resharding the batch for the (tensor, fsdp) second
+    matmul, it swaps batch shards (data 0, fsdp 1) and (data 1, fsdp 0) with a collective-permute and
+    multiplies them by each other's gate (plain-JAX repro: tests/test_xla_spmd_repro.py).
+    """
+    return constrain(modulation_btd, ("act_batch", None, None))
+
+
 class Attention(nnx.Module):
     """Bias-free multi-head attention with RMSNorm on q and k per head; RoPE on self-attention only."""
 
@@ -146,6 +157,7 @@ class ModulatedSubBlock(nnx.Module):
     def __call__(self, x_btsd, emb_btd, adaln_lora_btd, context_bmc, rope_angles, sparse=None):
         b, t, s, d = x_btsd.shape
         modulation = self.adaln_up(self.adaln_down(jax.nn.silu(emb_btd))) + adaln_lora_btd
+        modulation = replicate_features(modulation)
         shift, scale, gate = (m[:, :, None, :] for m in jnp.split(modulation, 3, axis=-1))
         normed = layer_norm(x_btsd) * (1 + scale) + shift
         tokens = constrain(rearrange(normed, "b t s d -> b (t s) d"), ("act_batch", "act_length", "act_embed"))
@@ -185,6 +197,7 @@ class FinalLayer(nnx.Module):
 
     def __call__(self, x_btsd, emb_btd, adaln_lora_btd):
         modulation = self.adaln_up(self.adaln_down(jax.nn.silu(emb_btd))) + adaln_lora_btd[..., : 2 * self.dim]
+        modulation = replicate_features(modulation)
         shift, scale = (m[:, :, None, :] for m in jnp.split(modulation, 2, axis=-1))
         return self.linear(layer_norm(x_btsd) * (1 + scale) + shift)
 
