@@ -4,6 +4,7 @@ import functools
 import shutil
 from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +13,10 @@ import pytest
 from gw_jax.diffusion import (make_x0_fn, reference_loss, reference_loss_terms, rollout, sample_flow_euler,
                               sample_flow_heun, sample_ref_masks, sample_reference, sample_res2,
                               latent_ref_masks_from_frames)
+from gw_jax.diffusion.objective import conditioned_model_inputs
+from gw_jax.diffusion.samplers import reference_step
 from gw_jax.models.dit import GigaWorld0DiT
+from gw_jax.models.pixel_codec import PixelCodec
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -198,3 +202,37 @@ def test_rollout_stitches_clips():
     assert video.shape == (1, 16, 4 + 2 * 2, 2, 2)
     np.testing.assert_array_equal(video[:, :, 0], reference[:, :, 0])
     assert not np.allclose(run(jax.random.key(8)), video)
+
+
+class TestSameWithAndWithoutJit(chex.TestCase):
+    """The step pieces run eagerly in tests and jitted inside the train and sampling steps: both must agree."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_conditioned_inputs(self):
+        noisy = jax.random.normal(jax.random.key(0), (2, 4, 3, 2, 2))
+        cond = jax.random.normal(jax.random.key(1), (2, 4, 3, 2, 2))
+        mask = jnp.array([1.0, 0.0, 0.0]).reshape(1, 1, 3, 1, 1)
+        x, t = self.variant(conditioned_model_inputs)(noisy, cond, mask, jnp.full((2, 1, 1, 1, 1), 0.7), 1e-4)
+        chex.assert_shape((x, t), ((2, 5, 3, 2, 2), (2, 1, 3, 1, 1)))
+        chex.assert_trees_all_close(x[:, :4, 0], cond[:, :, 0])  # the reference frame is the condition
+        chex.assert_trees_all_close(x[:, :4, 1:], noisy[:, :, 1:])
+        chex.assert_trees_all_close(x[:, 4], jnp.broadcast_to(mask[:, 0], (2, 3, 2, 2)))
+        chex.assert_trees_all_close(t[:, 0, :, 0, 0], jnp.array([[1e-4 / (1 + 1e-4), 0.7, 0.7]] * 2), rtol=1e-6)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_reference_step(self):
+        sample = jax.random.normal(jax.random.key(2), (1, 4, 2, 2, 2)) * 10
+        x0 = jax.random.normal(jax.random.key(3), sample.shape)
+        step = self.variant(lambda s, a, b: reference_step(lambda _, x, sigma: x0, None, s, a, b))
+        out = step(sample, jnp.float32(10.0), jnp.float32(4.0))
+        # order 1 (DDIM): x0 + sigma_t / sigma_s * (x - x0)
+        chex.assert_trees_all_close(out, 0.6 * x0 + 0.4 * sample, rtol=1e-6, atol=1e-6)
+        chex.assert_trees_all_close(step(sample, jnp.float32(10.0), jnp.float32(0.0)), x0)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_pixel_codec_round_trip(self):
+        codec = PixelCodec(pool=1, fold=2)
+        video = jax.random.uniform(jax.random.key(4), (1, 3, 2, 8, 8), minval=-1, maxval=1)
+        latents = self.variant(codec.encode)(video)
+        chex.assert_shape(latents, (1, 12, 2, 4, 4))
+        chex.assert_trees_all_close(self.variant(codec.decode)(latents), video, atol=1e-6)

@@ -1,9 +1,8 @@
-"""gw-jax generate offline: a release-layout folder built from fixtures (DiT fixture, a random diffusers
-AutoencoderKLWan, a tiny random T5 + tokenizer); one device == 8 devices (data 2 x context 4); the reference
+"""gw-jax generate offline: a tiny release-layout folder (``gw_jax.testing.release_folder``: random DiT, Wan VAE,
+T5 + tokenizer and LoRA in the release's formats); one device == 8 devices (data 2 x context 4); the reference
 sampler step for step; the release's image resize and crop; bad inputs -> one line, exit 2."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from gw_jax.diffusion.generate import (GenerationPipeline, Request, generate, re
                                        resize_and_crop)
 from gw_jax.errors import UserInputError
 from gw_jax.parallel.mesh import make_mesh
+from gw_jax.testing import release_folder
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SIZE = dict(num_frames=5, height=32, width=48, steps=3)
@@ -26,27 +26,7 @@ SIZE = dict(num_frames=5, height=32, width=48, steps=3)
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
-    torch = pytest.importorskip("torch")
-    diffusers = pytest.importorskip("diffusers")
-    from test_text_encoders import tiny_t5
-
-    root = tmp_path_factory.mktemp("release")
-    (root / "transformer").mkdir()
-    shutil.copy(FIXTURES / "gigaworld0_dit_tiny.json", root / "transformer" / "config.json")
-    shutil.copy(FIXTURES / "gigaworld0_dit_tiny.safetensors",
-                root / "transformer" / "diffusion_pytorch_model.safetensors")
-    torch.manual_seed(0)
-    vae = diffusers.AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
-                                     temperal_downsample=[False, True, True])
-    vae.save_pretrained(root / "vae")
-    _, t5_dir = tiny_t5(root, "relu")
-    t5_dir.rename(root / "text_encoder")
-    rng = np.random.default_rng(0)
-    for i, (h, w) in enumerate([(60, 80), (90, 120), (50, 50)]):
-        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / f"{i}.png")
-    items = [{"image": f"{i}.png", "prompt": f"w{i} w{i + 3} w7"} for i in range(3)]
-    (root / "it2v.json").write_text(json.dumps(items))
-    return root
+    return release_folder(tmp_path_factory.mktemp("release") / "release")
 
 
 def test_release_resize_and_crop():

@@ -64,6 +64,22 @@ def test_bad_size_is_a_clear_cli_error(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_missing_gl_library_says_what_to_install(tmp_path):
+    """MUJOCO_GL=osmesa without libOSMesa fails inside `import mujoco` (PyOpenGL): one line naming the packages."""
+    import ctypes.util
+    import os
+
+    if ctypes.util.find_library("OSMesa"):
+        pytest.skip("OSMesa is installed here")
+    run = subprocess.run([sys.executable, "-m", "gw_jax.cli", "sim", "--out", str(tmp_path / "x"), "--episodes", "1",
+                          "--frames", "3", "--size", "16"], capture_output=True, text=True,
+                         env={**os.environ, "MUJOCO_GL": "osmesa"})
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    line = run.stderr.strip().splitlines()[-1]
+    assert "apt-get install -y libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri" in line
+    assert "apt-get install -y libosmesa6 and set MUJOCO_GL=osmesa" in line
+
+
 def test_pick_and_place_move_the_cube_and_every_wrist_joint():
     """The scripted policy really grasps (seeded episodes; `gw-jax bench sim` gives the rates over 30 seeds),
     the success criterion tells success from failure, and the spherical wrist's roll and yaw both move."""

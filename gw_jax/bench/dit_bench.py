@@ -110,21 +110,27 @@ def bench_jax(p: dict, dtype: str = "float32", **model_kwargs) -> dict:
 
 
 def bench_torch(p: dict, compile_model: bool) -> dict | None:
+    """PyTorch on its GPU when it sees one (CUDA), else on the CPU; ``device`` in the result says which."""
     try:
         import torch
         model = torch_cosmos(p)
     except ImportError:
         return None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(device)
     b, t, h, w = p["batch"], p["frames"], p["height"], p["width"]
-    x = torch.randn(b, 18, t, h, w)
-    ts = torch.rand(b)
-    ctx = torch.randn(b, p["text_len"], p["crossattn"])
+    x = torch.randn(b, 18, t, h, w, device=device)
+    ts = torch.rand(b, device=device)
+    ctx = torch.randn(b, p["text_len"], p["crossattn"], device=device)
     run = torch.compile(model) if compile_model else model
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def forward():
-        return run(x, ts, ctx, fps=16, return_dict=False)[0]
+        out = run(x, ts, ctx, fps=16, return_dict=False)[0]
+        sync()  # CUDA kernels run asynchronously: time them to completion, as block_until_ready does for JAX
+        return out
 
-    result = {"params": sum(q.numel() for q in model.parameters())}
+    result = {"params": sum(q.numel() for q in model.parameters()), "device": device}
     with torch.no_grad():
         start = time.perf_counter()
         forward()
@@ -137,6 +143,7 @@ def bench_torch(p: dict, compile_model: bool) -> dict | None:
         loss = forward().pow(2).mean()
         loss.backward()
         optimizer.step()
+        sync()
 
     start = time.perf_counter()
     train_step()
@@ -147,7 +154,7 @@ def bench_torch(p: dict, compile_model: bool) -> dict | None:
 
 def run_dit_bench(preset: str = "cpu", *, torch_compile: bool = True) -> dict:
     p = dict(PRESETS[preset])
-    rows = {"jax (XLA, jit)": bench_jax(p)}
+    rows = {"jax (XLA, jit)": dict(bench_jax(p), device=jax.default_backend())}
     eager = bench_torch(p, compile_model=False)
     if eager is not None:
         rows["pytorch eager"] = eager
@@ -167,13 +174,14 @@ def markdown_table(report: dict) -> str:
     rows = report["rows"]
     base = rows["jax (XLA, jit)"]
     lines = [f"DiT bench, preset `{report['preset']}` on {report['device']}: {report['shape']}", "",
-             "| implementation | params | forward (s) | train step (s) | compile fwd / train (s) | "
-             "JAX speed-up fwd / train |", "| --- | --- | --- | --- | --- | --- |"]
+             "| implementation | device | params | forward (s) | train step (s) | compile fwd / train (s) | "
+             "JAX speed-up fwd / train |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in rows.items():
         if "error" in r:
-            lines.append(f"| {name} | - | - | - | {r['error']} | - |")
+            lines.append(f"| {name} | - | - | - | - | {r['error']} | - |")
             continue
-        lines.append(f"| {name} | {r['params']:,} | {r['forward_s']:.4f} | {r['train_step_s']:.4f} | "
+        lines.append(f"| {name} | {r.get('device', '-')} | {r['params']:,} | {r['forward_s']:.4f} | "
+                     f"{r['train_step_s']:.4f} | "
                      f"{r['forward_compile_s']:.1f} / {r['train_compile_s']:.1f} | "
                      f"{r['forward_s'] / base['forward_s']:.2f}x / {r['train_step_s'] / base['train_step_s']:.2f}x |")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""diffusers ``AutoencoderKLWan`` safetensors -> gw_jax :class:`~gw_jax.models.vae.WanVAE` parameters.
+"""diffusers ``AutoencoderKLWan`` safetensors <-> gw_jax :class:`~gw_jax.models.vae.WanVAE` parameters.
 
 gw_jax mirrors diffusers' module names, so a parameter path joined with dots is the diffusers key,
 except that a resampler's convolution (``resample_conv``) is diffusers' ``resample.1`` (index 0 of that
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gw_jax.convert.safetensors_io import load_flat
+from gw_jax.convert.safetensors_io import load_flat, save_flat
 from gw_jax.errors import UserInputError
 
 WEIGHTS_STEM = "diffusion_pytorch_model"
@@ -32,6 +32,27 @@ def to_gw_layout(key: str, value: np.ndarray) -> np.ndarray:
     if key.endswith(".weight") and value.ndim == 4:
         return value.transpose(2, 3, 1, 0)[None]
     return value
+
+
+def to_diffusers_layout(key: str, value: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`to_gw_layout`. diffusers' 2D parts: the resamplers' convolution (``resample.1``) and
+    the attention blocks (Conv2d ``to_qkv`` / ``proj``, their norm's gamma (C, 1, 1)); every other gamma is
+    (C, 1, 1, 1) and every other convolution a Conv3d."""
+    two_d = ".resample.1." in key or ".attentions." in key
+    if key.endswith(".gamma"):
+        return value.reshape(-1, 1, 1) if two_d else value.reshape(-1, 1, 1, 1)
+    if key.endswith(".weight") and value.ndim == 5:
+        return value[0].transpose(3, 2, 0, 1) if two_d else value.transpose(4, 3, 0, 1, 2)
+    return value
+
+
+def save_diffusers_weights(model: nnx.Module, directory: Path) -> None:
+    """Writes ``model``'s parameters under diffusers' names and layouts (``diffusion_pytorch_model.safetensors``)."""
+    tensors = {}
+    for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        key = diffusers_key(path)
+        tensors[key] = to_diffusers_layout(key, np.asarray(variable[...], np.float32))
+    save_flat(tensors, directory, WEIGHTS_STEM)
 
 
 def load_diffusers_weights(model: nnx.Module, directory: Path) -> None:

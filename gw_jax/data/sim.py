@@ -44,9 +44,23 @@ SCHEMA_VERSION = 1
 os.environ.setdefault("MUJOCO_GL", "egl")  # read when mujoco is first imported: set it before that
 
 
-def _mujoco():
-    import mujoco
+def _no_gl(e: Exception) -> UserInputError:
+    return UserInputError(
+        f"MuJoCo could not open an offscreen GL context (MUJOCO_GL={os.environ.get('MUJOCO_GL')}): "
+        f"{type(e).__name__}: {e}. Install EGL with Mesa: apt-get install -y libegl1 libegl-mesa0 libgl1 "
+        "libgl1-mesa-dri (renders without a GPU too; Colab's GPU runtimes have EGL), or OSMesa: apt-get install -y "
+        "libosmesa6 and set MUJOCO_GL=osmesa before gw_jax is imported")
 
+
+def _mujoco():
+    try:
+        import mujoco  # loads the MUJOCO_GL backend's libraries (through PyOpenGL) right away
+    except ModuleNotFoundError as e:
+        if e.name == "mujoco":
+            raise
+        raise _no_gl(e) from e
+    except (AttributeError, ImportError, OSError) as e:  # PyOpenGL without the library: 'NoneType' ... glGetError
+        raise _no_gl(e) from e
     return mujoco
 
 
@@ -54,10 +68,7 @@ def _renderer(mujoco, model, height, width):
     try:
         return mujoco.Renderer(model, height, width)
     except Exception as e:  # no GL context: say what to install
-        raise UserInputError(
-            f"MuJoCo could not open an offscreen GL context (MUJOCO_GL={os.environ.get('MUJOCO_GL')}): {e}. "
-            "Install EGL (apt-get install libegl1 libegl-mesa0 libgl1) or OSMesa (apt-get install libosmesa6) "
-            "and set MUJOCO_GL=egl or MUJOCO_GL=osmesa.") from e
+        raise _no_gl(e) from e
 
 
 def _draw_episode(rng: np.random.Generator, task: str, random_background: bool, distractors: int,

