@@ -35,22 +35,11 @@ def jax_row(shape: str, train: bool) -> dict:
     import jax.numpy as jnp
     import numpy as np
     import optax
-    from flax import nnx
 
-    from gw_jax.bench.dit_bench import jax_dit
+    from gw_jax.bench.dit_bench import jax_forward
 
     p = SHAPES[shape]
-    graphdef, params = nnx.split(jax_dit(p, "bfloat16", remat_policy="none", attention_impl="cudnn"))
-    rng = np.random.default_rng(0)
-    b, t, h, w = p["batch"], p["frames"], p["height"], p["width"]
-    x = jnp.asarray(rng.normal(size=(b, 17, t, h, w)), jnp.float32)
-    ts = jnp.asarray(rng.uniform(size=(b, 1, t, 1, 1)), jnp.float32)
-    ctx = jnp.asarray(rng.normal(size=(b, p["text_len"], p["crossattn"])), jnp.float32)
-    pad = jnp.zeros((b, 1, 8 * h, 8 * w))
-
-    def forward(q):
-        return nnx.merge(graphdef, q)(x, ts, ctx, 16.0, pad)
-
+    forward, params = jax_forward(p, "bfloat16", remat_policy="none", attention_impl="cudnn")
     count = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(params))
     start = time.perf_counter()
     if train:

@@ -69,7 +69,8 @@ def torch_cosmos(p: dict):
         patch_size=(1, 2, 2), rope_scale=(1.0, 1.0, 1.0), concat_padding_mask=False, extra_pos_embed_type=None)
 
 
-def bench_jax(p: dict, dtype: str = "float32", **model_kwargs) -> dict:
+def jax_forward(p: dict, dtype: str = "float32", **model_kwargs):
+    """(forward(params) -> output, params): the preset's DiT on fixed random inputs (seed 0)."""
     graphdef, params = nnx.split(jax_dit(p, dtype, **model_kwargs))
     rng = np.random.default_rng(0)
     b, t, h, w = p["batch"], p["frames"], p["height"], p["width"]
@@ -80,6 +81,12 @@ def bench_jax(p: dict, dtype: str = "float32", **model_kwargs) -> dict:
 
     def forward(params_):
         return nnx.merge(graphdef, params_)(x, ts, ctx, 16.0, pad)
+
+    return forward, params
+
+
+def bench_jax(p: dict, dtype: str = "float32", **model_kwargs) -> dict:
+    forward, params = jax_forward(p, dtype, **model_kwargs)
 
     tx = optax.adamw(1e-4)
 
