@@ -169,9 +169,9 @@ def test_repack_uses_changed_inputs_and_removes_old_shards(tmp_path):
 
 def test_pack_interrupted_with_workers_then_resumed_equals_uninterrupted(tmp_path):
     raw = tmp_path / "raw"
-    for i in range(16):
-        write_episode(raw, i, f"push the cube {i}", shade=10 * i)
-    args = ["--text-encoder", "hash", "--shards", 8, "--workers", 2]
+    for i in range(48):  # enough work that Ctrl-C at the first shard lands mid-run (16 took ~1 s after it in CI)
+        write_episode(raw, i, f"push the cube {i}", shade=5 * i)
+    args = ["--text-encoder", "hash", "--shards", 16, "--workers", 2]
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "gw_jax.cli", "pack", raw, out, *map(str, args)], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
