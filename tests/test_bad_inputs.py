@@ -167,14 +167,21 @@ def test_repack_uses_changed_inputs_and_removes_old_shards(tmp_path):
     assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """A foreground job in a terminal takes Ctrl-C; a test run started in the background (``cmd &`` in a
+    script, as CI runners may) has SIGINT ignored, which its children would inherit and keep."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_pack_interrupted_with_workers_then_resumed_equals_uninterrupted(tmp_path):
     raw = tmp_path / "raw"
-    for i in range(48):  # enough work that Ctrl-C at the first shard lands mid-run (16 took ~1 s after it in CI)
-        write_episode(raw, i, f"push the cube {i}", shade=5 * i)
-    args = ["--text-encoder", "hash", "--shards", 16, "--workers", 2]
+    for i in range(16):
+        write_episode(raw, i, f"push the cube {i}", shade=10 * i)
+    args = ["--text-encoder", "hash", "--shards", 8, "--workers", 2]
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "gw_jax.cli", "pack", raw, out, *map(str, args)], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=_ctrl_c_as_in_a_terminal)
     deadline = time.time() + 120
     while not any(out.rglob("shard-*")) and process.poll() is None and time.time() < deadline:
         time.sleep(0.02)  # until the workers write their first shard
