@@ -151,6 +151,8 @@ BAD_PATHS = [
     (["idm", "train", "--data", "gs://bucket/episodes", "--workdir", "w"], "idm", "local folders only"),
     (["sysid", "fit", "--trajectories", "gs://bucket/t.npz", "--out", "o"], "sysid", "local folders only"),
     (["demo", "--out", "gs://bucket/demo"], "demo", "local folders only"),
+    (["engine", "--quick", "--out", "gs://bucket/engine"], "engine", "local folders only"),
+    (["export", "--workdir", "w", "--out", "gs://bucket/export"], "export", "local folders only"),
     (["train", "--config", "gs://bucket/tiny.py", "--workdir", "w"], "train", "a local Python file"),
 ]
 

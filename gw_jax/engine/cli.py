@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from gw_jax.engine.pipeline import run_engine
+from gw_jax.storage import local_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    local_args(args, dict(out="--out"), command="engine")  # the engine's stages write local files
     report = run_engine(args.out, quick=args.quick, seed=args.seed, steps=args.steps, progress=not args.no_progress)
     print(f"\nnovel views ({report['view_eval']['clips']} held-out clips): PSNR ViewTransfer "
           f"{report['view_psnr_model']:.2f} dB vs warp-only {report['view_psnr_warp_only']:.2f} dB; SSIM "
