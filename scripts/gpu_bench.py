@@ -15,7 +15,7 @@ import json
 import platform
 import time
 
-from gw_jax.bench.dit_bench import PRESETS, _median_time, model_flops
+from gw_jax.bench.dit_bench import PRESETS, median_time, model_flops
 
 SHAPES = {"fwd61": dict(PRESETS["2b"], frames=16, repeats=5), "train17": dict(PRESETS["2b"], frames=5, repeats=5)}
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}  # dense bf16 tensor-core peak, SXM
@@ -64,7 +64,7 @@ def jax_row(shape: str, train: bool) -> dict:
             compiled(params).block_until_ready()
     compile_s = time.perf_counter() - start
     once()
-    seconds = _median_time(once, p["repeats"])
+    seconds = median_time(once, p["repeats"])
     memory = jax.devices()[0].memory_stats() or {}
     return dict(framework="jax", shape=shape, params=count, seconds=seconds, compile_s=compile_s,
                 flops=model_flops(p, count, train), peak_gib_so_far=memory.get("peak_bytes_in_use", 0) / 2**30,
@@ -107,7 +107,7 @@ def torch_row(shape: str, train: bool) -> dict:
         torch.cuda.synchronize()
 
     once()
-    seconds = _median_time(once, p["repeats"])
+    seconds = median_time(once, p["repeats"])
     return dict(framework="pytorch eager (autocast bf16)", shape=shape, params=count, seconds=seconds,
                 compile_s=0.0, flops=model_flops(p, count, train),
                 peak_gib_so_far=torch.cuda.max_memory_allocated() / 2**30, device=torch.cuda.get_device_name(),

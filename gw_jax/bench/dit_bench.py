@@ -31,7 +31,7 @@ PRESETS = {
 }
 
 
-def _median_time(fn, repeats: int) -> float:
+def median_time(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -100,7 +100,7 @@ def bench_jax(p: dict, dtype: str = "float32", **model_kwargs) -> dict:
     fwd = jax.jit(forward).lower(params).compile()
     result["forward_compile_s"] = time.perf_counter() - start
     fwd(params).block_until_ready()
-    result["forward_s"] = _median_time(lambda: fwd(params).block_until_ready(), p["repeats"])
+    result["forward_s"] = median_time(lambda: fwd(params).block_until_ready(), p["repeats"])
     opt_state = tx.init(params)
     start = time.perf_counter()
     step = jax.jit(train_step, donate_argnums=(0, 1)).lower(params, opt_state).compile()
@@ -112,7 +112,7 @@ def bench_jax(p: dict, dtype: str = "float32", **model_kwargs) -> dict:
         loss.block_until_ready()
 
     one_step()
-    result["train_step_s"] = _median_time(one_step, p["repeats"])
+    result["train_step_s"] = median_time(one_step, p["repeats"])
     return result
 
 
@@ -142,7 +142,7 @@ def bench_torch(p: dict, compile_model: bool) -> dict | None:
         start = time.perf_counter()
         forward()
         result["forward_compile_s"] = time.perf_counter() - start if compile_model else 0.0
-        result["forward_s"] = _median_time(forward, p["repeats"])
+        result["forward_s"] = median_time(forward, p["repeats"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def train_step():
@@ -155,7 +155,7 @@ def bench_torch(p: dict, compile_model: bool) -> dict | None:
     start = time.perf_counter()
     train_step()
     result["train_compile_s"] = time.perf_counter() - start if compile_model else 0.0
-    result["train_step_s"] = _median_time(train_step, p["repeats"])
+    result["train_step_s"] = median_time(train_step, p["repeats"])
     return result
 
 

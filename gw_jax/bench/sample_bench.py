@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gw_jax.bench.dit_bench import PRESETS, _median_time, jax_dit, torch_cosmos
+from gw_jax.bench.dit_bench import PRESETS, median_time, jax_dit, torch_cosmos
 from gw_jax.diffusion import sample_reference
 from gw_jax.diffusion.samplers import karras_sigmas
 
@@ -37,7 +37,7 @@ def bench_jax_sampler(p: dict, steps: int) -> dict:
     compiled = sample.lower(noise).compile()
     compile_s = time.perf_counter() - start
     compiled(noise).block_until_ready()
-    return dict(loop_s=_median_time(lambda: compiled(noise).block_until_ready(), p["repeats"]), compile_s=compile_s)
+    return dict(loop_s=median_time(lambda: compiled(noise).block_until_ready(), p["repeats"]), compile_s=compile_s)
 
 
 def bench_torch_sampler(p: dict, steps: int) -> dict | None:
@@ -71,7 +71,7 @@ def bench_torch_sampler(p: dict, steps: int) -> dict | None:
         return x
 
     loop()
-    return dict(loop_s=_median_time(loop, p["repeats"]))
+    return dict(loop_s=median_time(loop, p["repeats"]))
 
 
 def run_sample_bench(preset: str = "cpu", *, steps: int = 10) -> dict:

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gw_jax.bench.dit_bench import _median_time, bench_jax
+from gw_jax.bench.dit_bench import bench_jax, median_time
 from gw_jax.models.attention import xla_attention
 from gw_jax.models.neighborhood_attention import COSMOS_PREDICT2_2B_NATTEN, adapt, parse_entry
 from gw_jax.models.neighborhood_blocksparse import blocksparse_attention, make_plan
@@ -45,8 +45,8 @@ def _attention_rows(p: dict, entries) -> list[dict]:
         backward = jax.jit(lambda q, k, v, cot: jax.vjp(kernel, q, k, v)[1](cot))
         forward(q, k, v).block_until_ready()
         jax.block_until_ready(backward(q, k, v, cot))
-        return (_median_time(lambda: forward(q, k, v).block_until_ready(), p["repeats"]),
-                _median_time(lambda: jax.block_until_ready(backward(q, k, v, cot)), p["repeats"]))
+        return (median_time(lambda: forward(q, k, v).block_until_ready(), p["repeats"]),
+                median_time(lambda: jax.block_until_ready(backward(q, k, v, cot)), p["repeats"]))
 
     dense_fwd, dense_bwd = timings(xla_attention)
     rows = [dict(block="dense", kept=1.0, executed=1.0, forward_s=dense_fwd, forward_backward_s=dense_bwd)]

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gw_jax.bench.dit_bench import _median_time
+from gw_jax.bench.dit_bench import median_time
 from gw_jax.models.vae import WanVAE
 
 GIB = 2**30
@@ -73,8 +73,8 @@ def _time_jax(vae, video, repeats):
     posterior = jax.block_until_ready(vae.encode(video))
     jax.block_until_ready(vae.decode(posterior.mean))
     first_call = time.perf_counter() - compile_start
-    encode = _median_time(lambda: jax.block_until_ready(vae.encode(video)), repeats)
-    decode = _median_time(lambda: jax.block_until_ready(vae.decode(posterior.mean)), repeats)
+    encode = median_time(lambda: jax.block_until_ready(vae.encode(video)), repeats)
+    decode = median_time(lambda: jax.block_until_ready(vae.decode(posterior.mean)), repeats)
     return dict(encode_s=encode, decode_s=decode, first_call_s=first_call), posterior
 
 
@@ -84,8 +84,8 @@ def _time_torch(model, video, repeats):
     with torch.no_grad():
         clip = torch.from_numpy(np.asarray(video))
         latents = model.encode(clip).latent_dist.mean
-        encode = _median_time(lambda: model.encode(clip), repeats)
-        decode = _median_time(lambda: model.decode(latents), repeats)
+        encode = median_time(lambda: model.encode(clip), repeats)
+        decode = median_time(lambda: model.decode(latents), repeats)
     return dict(encode_s=encode, decode_s=decode), latents.numpy()
 
 
