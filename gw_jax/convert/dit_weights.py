@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from gw_jax.convert.safetensors_io import SafetensorsReader, save_flat
 from gw_jax.errors import UserInputError
+from gw_jax.models import action_embed
 
 WEIGHTS_STEM = "diffusion_pytorch_model"
 
@@ -55,6 +56,8 @@ def reference_template(path: tuple) -> tuple[str, bool, bool]:
     path = tuple(str(p) for p in path)
     if path in _TOP_LEVEL:
         return _TOP_LEVEL[path], False, path[-1] == "kernel"
+    if path[0] == "action_embedder" and path[1:] in action_embed.REFERENCE_NAMES:
+        return action_embed.REFERENCE_NAMES[path[1:]], False, path[-1] == "kernel"
     if path[:2] == ("blocks", "sub_blocks") and path[3:] in _IN_SUB_BLOCK:
         suffix = _IN_SUB_BLOCK[path[3:]]
         transpose = path[-1] in ("kernel", "gate", "w1", "w2")
@@ -77,13 +80,20 @@ def _reference_keys(path: tuple, shape: tuple) -> tuple[list[str], tuple, bool]:
     return keys, tuple(reversed(shape[-2:])) if transpose else tuple(shape[-1:]), transpose
 
 
+def _optional(path: tuple) -> bool:
+    """Parameters a checkpoint may lack (the action MLPs: not in a release): they keep their initial values."""
+    return str(path[0]) == "action_embedder"
+
+
 def check_reference_keys(params: dict[tuple, object], reader: SafetensorsReader) -> None:
     """Every parameter's keys exist with the right shapes and no key is left over, else a UserInputError
-    naming the key and its file."""
+    naming the key and its file (optional parameters may be absent)."""
     used: set[str] = set()
     for path, variable in params.items():
         shape = tuple(variable.shape)
         keys, expected, _ = _reference_keys(path, shape)
+        if _optional(path) and not any(key in reader.shapes for key in keys):
+            continue
         for key in keys:
             if key not in reader.shapes:
                 raise UserInputError(f"missing key {key} in the checkpoint ({sorted(set(reader.origin.values()))[0]})")
@@ -102,6 +112,9 @@ def reference_slice_fn(path: tuple, shape: tuple, reader: SafetensorsReader, dty
     from only the reference keys and rows it covers (what ``jax.make_array_from_callback`` asks for)."""
     template, stacked, transpose = reference_template(path)
     lead = int(stacked) + int("{e}" in template)
+    if _optional(path) and template not in reader.shapes:
+        initial = action_embed.initial_value(path, shape, dtype)
+        return lambda index: initial[tuple(index)]
 
     def read(index: tuple) -> np.ndarray:
         index = tuple(index) + (slice(None),) * (len(shape) - len(index))

@@ -5,6 +5,10 @@ Called like the reference, in its NCTHW layout::
     model = GigaWorld0DiT.from_pretrained("checkpoint/transformer")      # reference layout
     out = model(x, timesteps, crossattn_emb, fps, padding_mask)           # (B, 16, T, H, W)
     model.load_lora({"robot": ("lora_dir", 0.5)}, fuse=False)             # the release's LoRA adapters
+    out = model(x, timesteps, crossattn_emb, fps, padding_mask, actions=a_btka)  # with action_dim set
+
+``action_dim`` (a gw_jax option, default None: off) adds Cosmos-Predict2-style action conditioning
+(``gw_jax.models.action_embed``): per latent frame a chunk of ``action_frames`` per-frame actions.
 
 x (B, C_in, T, H, W) latents + reference-mask channel; timesteps (B, 1, T, 1, 1) one flow time per
 latent frame; crossattn_emb (B, L, C_text); fps a scalar or (B,); padding_mask (B, 1, 8H, 8W).
@@ -27,6 +31,7 @@ from flax import nnx
 
 from gw_jax.convert.dit_weights import load_reference_weights, save_reference_weights
 from gw_jax.errors import UserInputError, check_types, load_json
+from gw_jax.models.action_embed import ActionEmbedder
 from gw_jax.models.dit_blocks import FinalLayer, TransformerBlock, timestep_sinusoid
 from gw_jax.models import lora
 from gw_jax.models.layers import RMSNorm, linear
@@ -35,7 +40,7 @@ from gw_jax.models.rope import rope_angles
 from gw_jax.parallel.logical import constrain
 
 # gw_jax options that are not reference constructor kwargs
-OPTION_KEYS = ("scan_blocks", "remat_policy", "dtype", "param_dtype", "attention_impl")
+OPTION_KEYS = ("scan_blocks", "remat_policy", "dtype", "param_dtype", "attention_impl", "action_dim", "action_frames")
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -65,7 +70,8 @@ class GigaWorld0DiT(nnx.Module):
                  rope_w_extrapolation_ratio: float = 1.0, rope_t_extrapolation_ratio: float = 1.0,
                  natten_parameters: list | None = None, moe_parameters: Mapping | None = None, *,
                  scan_blocks: bool = True, remat_policy: str = "none", dtype="float32",
-                 param_dtype="float32", attention_impl: str = "xla", rngs: nnx.Rngs):
+                 param_dtype="float32", attention_impl: str = "xla", action_dim: int | None = None,
+                 action_frames: int = 1, rngs: nnx.Rngs):
         if isinstance(patch_spatial, (list, tuple)):
             patch_spatial = int(patch_spatial[0])
         # per-block NATTEN neighbourhoods, checked against the largest latent grid the config declares
@@ -88,6 +94,10 @@ class GigaWorld0DiT(nnx.Module):
             natten_parameters=to_json(natten_parameters),
             moe_parameters=dict(moe_parameters) if moe_parameters is not None else None,
         )
+        if action_dim:  # not a reference kwarg: written to config.json only when set (export: action_embed)
+            if action_frames < 1:
+                raise UserInputError(f"action_frames {action_frames} must be at least 1")
+            self.config.update(action_dim=action_dim, action_frames=action_frames)
         self.scan_blocks, self.remat_policy, self.attention_impl = scan_blocks, remat_policy, attention_impl
         dtype, param_dtype = _dtype(dtype), _dtype(param_dtype)
         self.dtype = dtype
@@ -98,6 +108,8 @@ class GigaWorld0DiT(nnx.Module):
         self.t_embedder_1 = linear(d, d, ("embed", "mlp"), rngs=rngs, **kw)
         self.t_embedder_2 = linear(d, 3 * d, ("mlp", "modulation"), rngs=rngs, **kw)
         self.affline_norm = RMSNorm(d, names=("norm",), param_dtype=param_dtype)
+        self.action_embedder = (ActionEmbedder(action_dim, action_frames, d, rngs=rngs, **kw) if action_dim
+                                else nnx.data(None))
 
         make_block = functools.partial(
             TransformerBlock, block_config, d, crossattn_emb_channels, num_heads, mlp_ratio, adaln_lora_dim,
@@ -164,15 +176,17 @@ class GigaWorld0DiT(nnx.Module):
         return lora.save_lora(self, path)
 
     # ----------------------------------------------------------------------------------------------
-    def __call__(self, x, timesteps, crossattn_emb, fps, padding_mask=None):
+    def __call__(self, x, timesteps, crossattn_emb, fps, padding_mask=None, actions=None, action_present=None):
+        """``actions`` (B, T_latent, action_frames, action_dim) with ``action_dim`` set; ``action_present`` (B,)
+        or (B, T_latent), default 1 with actions and 0 without (no actions: the model's null-action mode)."""
         # float32 compute means float32 matmuls: GPUs default to TF32 and TPUs to one bfloat16 pass for float32
         # dots (on an H200: ~1e-3 rel. error against the reference and flipped MoE top-1 routes); bfloat16
         # compute keeps the platform's fast default
         precision = "highest" if jnp.dtype(self.dtype) == jnp.float32 else None
         with jax.default_matmul_precision(precision):
-            return self._forward(x, timesteps, crossattn_emb, fps, padding_mask)
+            return self._forward(x, timesteps, crossattn_emb, fps, padding_mask, actions, action_present)
 
-    def _forward(self, x, timesteps, crossattn_emb, fps, padding_mask):
+    def _forward(self, x, timesteps, crossattn_emb, fps, padding_mask, actions, action_present):
         cfg = self.config
         p, pt = cfg["patch_spatial"], cfg["patch_temporal"]
         b, _, frames, height, width = x.shape
@@ -196,6 +210,11 @@ class GigaWorld0DiT(nnx.Module):
         t_bt = jnp.reshape(timesteps, (b, -1))  # one flow time per latent frame
         sinusoid = timestep_sinusoid(t_bt, cfg["model_channels"])
         adaln_lora = self.t_embedder_2(jax.nn.silu(self.t_embedder_1(sinusoid.astype(self.dtype))))
+        if self.action_embedder is not None:  # Cosmos: added to the embedding (before its norm) and to the LoRA
+            action_emb, action_lora = self._embed_actions(actions, action_present, t_bt.shape)
+            sinusoid, adaln_lora = sinusoid + action_emb.astype(jnp.float32), adaln_lora + action_lora
+        elif actions is not None:
+            raise ValueError("actions given to a DiT built without action_dim")
         emb = self.affline_norm(sinusoid).astype(self.dtype)
         context = crossattn_emb.astype(self.dtype)
 
@@ -203,6 +222,15 @@ class GigaWorld0DiT(nnx.Module):
         out = self.final_layer(x_btsd, emb, adaln_lora)
         return rearrange(out.astype(jnp.float32), "b t (h w) (m n r c) -> b c (t r) (h m) (w n)",
                          h=h, w=w, m=p, n=p, r=pt)
+
+    def _embed_actions(self, actions, present, shape_bt):
+        embedder = self.action_embedder
+        if actions is None:
+            actions = jnp.zeros(shape_bt + (embedder.action_frames, embedder.action_dim), jnp.float32)
+            present = jnp.zeros(shape_bt) if present is None else present
+        present = jnp.ones(shape_bt) if present is None else jnp.asarray(present, jnp.float32)
+        present = jnp.broadcast_to(present.reshape(present.shape + (1,) * (2 - present.ndim)), shape_bt)
+        return embedder(actions, present)
 
     def _run_blocks(self, x_btsd, emb, adaln_lora, context, angles, grid):
         # block i's self-attention: natten option codes[i] (dense or a neighbourhood); a traced code
