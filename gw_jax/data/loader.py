@@ -66,14 +66,24 @@ class PackedRecords:
         return out
 
 
+def packed_action_stats(source: PackedRecords, where) -> dict:
+    """The pack's action statistics, or a UserInputError when the packed episodes have no actions."""
+    stats = source.index.get("actions")
+    if not stats:
+        raise UserInputError(f"{where}: the packed episodes have no actions (no i.npz with 'actions' when packed, "
+                             "or packed before actions were recorded), and the config conditions on actions "
+                             "(config.model.action_dim); re-pack episodes with actions or unset action_dim")
+    return stats
+
+
 class ClipTransform:
     """Example bytes + rng -> one training example (a Grain random map)."""
 
     def __init__(self, num_frames: int, height: int, width: int, text_encoder: dict, *, max_ref_frames: int = 1,
-                 ref_start: int = 1):
+                 ref_start: int = 1, action_stats: dict | None = None):
         self.size = dict(num_frames=num_frames, height=height, width=width)
         self.text = dict(max_text_length=text_encoder["max_length"], text_width=text_encoder["width"])
-        self.ref = dict(max_ref_frames=max_ref_frames, ref_start=ref_start)
+        self.ref = dict(max_ref_frames=max_ref_frames, ref_start=ref_start, action_stats=action_stats)
 
     def random_map(self, data: bytes, rng: np.random.Generator) -> dict:
         return clip_from_record(decode_example(data), rng, **self.size, **self.text, **self.ref)
@@ -100,12 +110,13 @@ class _ReadBatch:
 def make_loader(packed_dir, *, batch_size: int, num_frames: int, height: int, width: int, seed: int = 0,
                 shuffle: bool = True, num_epochs: int | None = None, worker_count: int = 0,
                 process_index: int | None = None, process_count: int | None = None, drop_remainder: bool = True,
-                max_ref_frames: int = 1, ref_start: int = 1, read_ahead: int | None = None):
+                max_ref_frames: int = 1, ref_start: int = 1, read_ahead: int | None = None, actions: bool = False):
     """A Grain iterator of batches (dicts of numpy arrays) with ``get_state`` / ``set_state``.
 
     Batches: video (B, 3, T, H, W) in [-1, 1], text_emb (B, L, D) with zeros past each prompt, text_mask,
     fps, episode and ref_mask (B, T), the reference-frame masks of the seed's MaskGenerator(max_ref_frames,
-    start=ref_start, factor=4), drawn per clip. ``read_ahead``: batches read ahead on threads (default 2, 4
+    start=ref_start, factor=4), drawn per clip; with ``actions`` also actions (B, T, A), normalised by the pack's
+    statistics (``packed_action_stats``). ``read_ahead``: batches read ahead on threads (default 2, 4
     from a bucket, where a read is a network round trip)."""
     if process_index is None or process_count is None:
         process_index, process_count = jax.process_index(), jax.process_count()
@@ -118,7 +129,8 @@ def make_loader(packed_dir, *, batch_size: int, num_frames: int, height: int, wi
         indices = indices.shuffle(seed=seed)
     indices = indices.repeat(num_epochs).batch(batch_size, drop_remainder=drop_remainder)
     transform = ClipTransform(num_frames, height, width, source.index["text_encoder"],
-                              max_ref_frames=max_ref_frames, ref_start=ref_start)
+                              max_ref_frames=max_ref_frames, ref_start=ref_start,
+                              action_stats=packed_action_stats(source, packed_dir) if actions else None)
     dataset = indices.random_map(_ReadBatch(source, transform), seed=seed)
     # Batches in flight on threads (Grain's default buffer is hundreds of elements); each reads its records at once.
     ahead = read_ahead or (4 if is_remote(source.packed_dir) else 2)

@@ -5,8 +5,11 @@ size / fps, the prompt, its text embeddings (computed once here, float16, real t
 the npz exists, joints and actions; ``verify(OUT)`` re-reads every shard and record. Files in OUT::
 
     shard-00000-of-00004.tfrecord   records
-    shard-00000-of-00004.json       that shard's manifest: records, offsets, sha256, episodes, inputs
-    index.json                      the dataset: schema, text encoder, shards, skipped inputs
+    shard-00000-of-00004.json       that shard's manifest: records, offsets, sha256, episodes, inputs, action sums
+    index.json                      the dataset: schema, text encoder, shards, skipped inputs, action statistics
+
+``index["actions"]`` (None when no episode has actions): per action dimension the ``mean`` and ``std`` over
+every frame of every packed episode, which the loader normalises actions with (``action_stats``).
 
 Each episode's inputs are fingerprinted (SHA-256 of its mp4, npz, prompt and prompt embedding) and the
 fingerprints kept in its shard's manifest. A run writes the shards whose inputs changed into
@@ -109,7 +112,7 @@ def fingerprint(raw_dir, stem: str, prompt: str, text_emb: np.ndarray) -> str:
     return hashlib.sha256(" ".join(parts).encode()).hexdigest()
 
 
-def _episode_record(raw_dir, stem: str, episode_id: int, prompt: str, text_emb: np.ndarray) -> bytes:
+def _episode_record(raw_dir, stem: str, episode_id: int, prompt: str, text_emb: np.ndarray) -> tuple[bytes, dict]:
     """One Example; raises UserInputError (naming the file) when the video cannot be decoded."""
     video_path = raw_dir / f"{stem}.mp4"
     data = video_path.read_bytes()
@@ -126,7 +129,40 @@ def _episode_record(raw_dir, stem: str, episode_id: int, prompt: str, text_emb: 
                     features[key], features[f"{key}_shape"] = value, list(value.shape)
             if "fps" in arrays.files and not fps:
                 features["fps"] = float(arrays["fps"])
-    return encode_example(features)
+    return encode_example(features), features
+
+
+def _add_action_sums(sums: dict | None, features: dict) -> dict | None:
+    """Running per-dimension count / sum / sum of squares of the episodes' actions (float64), for the index."""
+    actions = features.get("actions")
+    if actions is None or actions.ndim != 2 or not len(actions):
+        return sums
+    a = actions.astype(np.float64)
+    if sums is None:
+        sums = dict(count=0, sum=[0.0] * a.shape[1], sumsq=[0.0] * a.shape[1], episodes=0)
+    if len(sums["sum"]) != a.shape[1]:
+        raise UserInputError(f"episode {features['name']}: {a.shape[1]} action values per frame, other episodes "
+                             f"have {len(sums['sum'])}")
+    sums["count"] += len(a)
+    sums["episodes"] += 1
+    sums["sum"] = (np.asarray(sums["sum"]) + a.sum(0)).tolist()
+    sums["sumsq"] = (np.asarray(sums["sumsq"]) + np.square(a).sum(0)).tolist()
+    return sums
+
+
+def action_stats(manifests: list[dict]) -> dict | None:
+    """Mean / std per action dimension over every packed frame (None: no actions); std floored at 1e-6."""
+    parts = [m["action_sums"] for m in manifests if m.get("action_sums")]
+    if not parts:
+        return None
+    dims = {len(p["sum"]) for p in parts}
+    if len(dims) != 1:
+        raise UserInputError(f"episodes disagree on the number of action values per frame: {sorted(dims)}")
+    count = sum(p["count"] for p in parts)
+    mean = np.sum([p["sum"] for p in parts], axis=0) / count
+    var = np.maximum(np.sum([p["sumsq"] for p in parts], axis=0) / count - np.square(mean), 0.0)
+    return dict(dim=int(dims.pop()), mean=mean.tolist(), std=np.maximum(np.sqrt(var), 1e-6).tolist(),
+                frames=int(count), episodes=int(sum(p["episodes"] for p in parts)))
 
 
 def pack_shard(job: dict) -> dict:
@@ -134,19 +170,21 @@ def pack_shard(job: dict) -> dict:
     raw_dir, out_dir = as_path(job["raw_dir"]), as_path(job["dir"])
     final = out_dir / job["file"]
     tmp = final if is_remote(final) else final.with_name(final.name + ".tmp")  # GCS objects appear whole
-    skipped, episodes = [], []
+    skipped, episodes, sums = [], [], None
     with RecordWriter(tmp) as writer:
         for episode_id, stem, _ in job["inputs"]:
             try:
-                record = _episode_record(raw_dir, stem, episode_id, job["prompts"][stem], job["text"][stem])
+                record, features = _episode_record(raw_dir, stem, episode_id, job["prompts"][stem], job["text"][stem])
             except UserInputError as e:
                 skipped.append(dict(file=str(raw_dir / f"{stem}.mp4"), reason=str(e).split(": ", 1)[-1]))
                 continue
             writer.write(record)
             episodes.append(stem)
+            sums = _add_action_sums(sums, features)
     manifest = dict(file=job["file"], records=len(writer.offsets), offsets=writer.offsets,
                     bytes=writer.size, sha256=writer.sha256, episodes=episodes, inputs=job["inputs"],
-                    text_encoder=job["text_encoder"], skipped=skipped, schema_version=SCHEMA_VERSION)
+                    text_encoder=job["text_encoder"], skipped=skipped, schema_version=SCHEMA_VERSION,
+                    action_sums=sums)
     if tmp != final:
         move(tmp, final)
     write_json(final.with_suffix(".json"), manifest)
@@ -161,7 +199,7 @@ def _done_manifest(directory, job: dict) -> dict | None:
     except (OSError, json.JSONDecodeError):
         return None
     same_inputs = (manifest.get("inputs") == job["inputs"] and manifest.get("text_encoder") == job["text_encoder"]
-                   and manifest.get("schema_version") == SCHEMA_VERSION)
+                   and manifest.get("schema_version") == SCHEMA_VERSION and "action_sums" in manifest)
     if same_inputs and final.is_file() and final.stat().length == manifest["bytes"] \
             and sha256_of(final) == manifest["sha256"]:
         return manifest
@@ -251,6 +289,7 @@ def pack(raw_dir, out_dir, *, text_encoder, shards: int = 1, workers: int = 1, s
     index = dict(schema_version=SCHEMA_VERSION, text_encoder=encoder_info, inputs=len(stems),
                  num_records=sum(m["records"] for m in ordered), skipped=skipped,
                  prompts_at_max_length=int((lengths >= encoder_info["max_length"]).sum()),
+                 actions=action_stats(ordered),
                  shards=[{k: m[k] for k in ("file", "records", "bytes", "sha256", "offsets", "episodes")}
                          for m in ordered])
     write_json(out_dir / INDEX_FILE, index)

@@ -35,10 +35,19 @@ def reference_frame_mask(num_frames: int, rng: np.random.Generator, *, max_ref_f
     return (np.arange(num_frames) < (1 + (n - 1) * factor if n else 0)).astype(np.float32)
 
 
+def clip_actions(actions_fa: np.ndarray, index: np.ndarray, stats: dict) -> np.ndarray:
+    """The normalised action behind each sampled frame: frame e shows the result of the command issued at frame
+    e - 1 (the simulator records a frame's command as the frame is captured), frame 0 takes its own; (T, A)."""
+    source = np.clip(np.asarray(index) - 1, 0, len(actions_fa) - 1)
+    mean, std = np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
+    return ((np.asarray(actions_fa, np.float32)[source] - mean) / std).astype(np.float32)
+
+
 def clip_from_record(features: dict, rng: np.random.Generator, *, num_frames: int, height: int, width: int,
-                     max_text_length: int, text_width: int, max_ref_frames: int = 1, ref_start: int = 1) -> dict:
+                     max_text_length: int, text_width: int, max_ref_frames: int = 1, ref_start: int = 1,
+                     action_stats: dict | None = None) -> dict:
     """A decoded Example -> training example: video (3, T, H, W) float32 in [-1, 1], text, fps, reference-frame
-    mask (T,), ids."""
+    mask (T,), ids; with ``action_stats`` (the pack's, ``index["actions"]``) also ``actions`` (T, A) normalised."""
     name = features["name"][0].decode("utf-8")
     frames, _ = decode_video_bytes(features["video"][0], where=f"episode {name}")
     if len(frames) < 2 and num_frames > 1:
@@ -56,4 +65,9 @@ def clip_from_record(features: dict, rng: np.random.Generator, *, num_frames: in
     if "joints" in features:
         joints = np.frombuffer(features["joints"][0], np.float32).reshape(features["joints_shape"])
         out["joints"] = joints[np.minimum(index, len(joints) - 1)]
+    if action_stats is not None:
+        if "actions" not in features:
+            raise UserInputError(f"episode {name}: no actions in its record, and the config conditions on actions")
+        actions = np.frombuffer(features["actions"][0], np.float32).reshape(features["actions_shape"])
+        out["actions"] = clip_actions(actions, index, action_stats)
     return out

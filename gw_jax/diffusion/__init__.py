@@ -1,5 +1,6 @@
 """Objective, reference-frame masks, samplers and long rollouts."""
 
+from gw_jax.diffusion.actions import drop_actions, with_actions
 from gw_jax.diffusion.control import with_control
 from gw_jax.diffusion.masks import latent_ref_masks_from_frames, sample_latent_ref_masks, sample_ref_masks
 from gw_jax.diffusion.objective import reference_loss, reference_loss_terms, sample_training_inputs
@@ -8,7 +9,8 @@ from gw_jax.diffusion.samplers import (karras_sigmas, make_x0_fn, sample_flow_eu
                                        sample_reference, sample_res2)
 
 __all__ = [
-    "karras_sigmas", "latent_ref_masks_from_frames", "make_x0_fn", "reference_loss", "reference_loss_terms",
+    "drop_actions", "karras_sigmas", "latent_ref_masks_from_frames", "make_x0_fn", "reference_loss",
+    "reference_loss_terms",
     "rollout", "sample_flow_euler", "sample_flow_heun", "sample_latent_ref_masks", "sample_ref_masks",
-    "sample_reference", "sample_res2", "sample_training_inputs", "with_control",
+    "sample_reference", "sample_res2", "sample_training_inputs", "with_actions", "with_control",
 ]

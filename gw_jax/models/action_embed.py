@@ -30,7 +30,7 @@ from gw_jax.models.layers import linear
 
 # gw_jax path suffix -> reference key (Cosmos-Predict2's Mlp: fc1, fc2), both with biases
 REFERENCE_NAMES = {
-    (f"to_{out}", layer, kind): f"action_embedder_B_{ref}.fc{int(layer == 'fc2') + 1}.{'weight' if kind == 'kernel' else 'bias'}"
+    (f"to_{out}", layer, kind): f"action_embedder_B_{ref}.{layer}.{'weight' if kind == 'kernel' else 'bias'}"
     for out, ref in (("emb", "D"), ("lora", "3D")) for layer in ("fc1", "fc2") for kind in ("kernel", "bias")
 }
 

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gw_jax.data.episodes import load_clips
-from gw_jax.data.loader import make_loader
+from gw_jax.data.loader import PackedRecords, make_loader, packed_action_stats
 from gw_jax.errors import UserInputError
 from gw_jax.models.factory import load_codec, load_text_encoder
 from gw_jax.models.vae import WanLatentCodec, vae_from_config
@@ -85,10 +85,17 @@ def make_batches(config):
     local_batch = config.train.global_batch_size // jax.process_count()
     packed = as_path(config.data.packed_dir, flag="--config.data.packed_dir")
     check_bucket(packed, flag="--config.data.packed_dir")
+    if uses_actions(config):
+        config.data.action_stats = packed_action_stats(PackedRecords(packed), packed)
     return make_loader(packed, batch_size=local_batch, num_frames=config.data.num_frames,
                        height=config.data.height, width=config.data.width, seed=config.seed,
                        worker_count=config.data.worker_count, max_ref_frames=config.loss.max_ref_frames,
-                       ref_start=config.loss.ref_start)
+                       ref_start=config.loss.ref_start, actions=uses_actions(config))
+
+
+def uses_actions(config) -> bool:
+    """Whether the model conditions on actions (``config.model.action_dim``): then batches carry them."""
+    return bool(config.model.get("action_dim"))
 
 
 def _batches_from_raw_episodes(config) -> ArrayBatches:
@@ -98,8 +105,12 @@ def _batches_from_raw_episodes(config) -> ArrayBatches:
     if count == 0:
         raise UserInputError(f"--config.data.raw_dir {directory}: no episodes (i.mp4 + i.txt) found")
     text = load_text_encoder(config)
-    clips = load_clips(directory, count, config.data.num_frames, text)
+    clips = load_clips(directory, count, config.data.num_frames, text,
+                       action_stats="own" if uses_actions(config) else None)
     arrays = dict(text_emb=clips["text_emb"], fps=clips["fps"])
+    if "actions" in clips:  # normalised with these episodes' statistics, saved with the config
+        arrays["actions"] = clips["actions"]
+        config.data.action_stats = clips["action_stats"]
     if config.latents == "vae":  # encoded inside the train step
         arrays["video"] = clips["video"]
     else:  # encoded once, here

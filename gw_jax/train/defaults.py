@@ -22,6 +22,9 @@ def base_config() -> ml_collections.ConfigDict:
         num_frames=17,  # 1 + 4k frames -> 1 + k latent frames
         height=64, width=64, fps=16.0,
         worker_count=0,  # Grain worker processes (0: decode in the main process)
+        # a DiT with model.action_dim: the actions' mean / std per dimension, set from the data when training
+        # starts (the pack's index, or the raw episodes) and saved with the config: `gw-jax sample --actions` uses it
+        action_stats=None,
     ))
     # Latent codec and text encoder used by `gw-jax sample` (and the demo): "wan_vae" | "pixel" |
     # "patch_vae" (a trained PatchVAE folder at `path`, as `gw-jax demo` writes); "minilm" | "t5:<path>" | "hash".
@@ -34,9 +37,10 @@ def base_config() -> ml_collections.ConfigDict:
         base_dim=96, z_dim=16, dim_mult=(1, 2, 4, 4), num_res_blocks=2,
         temperal_downsample=(False, True, True),
     ))
-    # The reference objective (EDMLoss sigma_method=3, use_flow=True) and reference-frame masks.
+    # The reference objective (EDMLoss sigma_method=3, use_flow=True) and reference-frame masks;
+    # action_dropout: the share of clips whose actions are dropped (a DiT with model.action_dim set).
     c.loss = ml_collections.ConfigDict(dict(
-        p_mean=0.0, p_std=1.0, max_ref_frames=1, ref_start=1,
+        p_mean=0.0, p_std=1.0, max_ref_frames=1, ref_start=1, action_dropout=0.0,
     ))
     c.train = ml_collections.ConfigDict(dict(
         global_batch_size=8, accum_steps=1, num_steps=1000,

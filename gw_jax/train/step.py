@@ -1,7 +1,8 @@
 """The train step: a pure function (state, batch, key[, vae_params]) -> (state, metrics).
 
 A batch holds ``latents`` (or ``video`` to encode), ``text_emb``, ``fps``, optionally ``ref_mask`` (frame
-masks from the loader) and ``control`` (B, C_ctrl, T, H, W): extra channels concatenated to the DiT input.
+masks from the loader), ``control`` (B, C_ctrl, T, H, W): extra channels concatenated to the DiT input, and
+``actions`` (B, F, A) for a DiT with ``action_dim``, each clip's dropped with ``loss.action_dropout``.
 
 Gradient accumulation scans over micro-batches (memory of one micro-batch, float32 gradient sum);
 the optimizer update, EMA and metrics happen once per step. Reference-frame masks, noise and sigma are
@@ -46,6 +47,10 @@ def make_loss_fn(model_def: ModelDef, loss_cfg, latent_fn: LatentFn | None = Non
                 key_masks, batch_size=latents.shape[0], num_latent_frames=latents.shape[2],
                 max_ref_frames=loss_cfg.max_ref_frames, start=loss_cfg.ref_start)
         model = model_def.merge(params, frozen)
+        if "actions" in batch:  # dropped clips train the null-action mode (guidance on actions)
+            present = diffusion.drop_actions(jax.random.fold_in(key, 1), latents.shape[0],
+                                             loss_cfg.get("action_dropout", 0.0))
+            model = diffusion.with_actions(model, batch["actions"], present=present)
         if "control" in batch:  # extra conditioning channels (e.g. ViewTransfer's warped views)
             model = diffusion.with_control(model, batch["control"])
         per_sample = diffusion.reference_loss(model, latents, noise, sigma, ref_masks,
