@@ -10,4 +10,4 @@ from gw_jax.train.defaults import QUICK, demo_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-    return demo_config(dict(QUICK, codec="pixel"))
+    return demo_config(dict(QUICK, codec="pixel", action_dim=0))  # the demo as it was: no actions

@@ -7,8 +7,12 @@
    8x8x16 latents) and the FVD feature network (``gw_jax.models.video_features``);
 4. train a tiny GigaWorld-0 DiT on the codec's latents with the reference objective (first latent
    frame as reference), log-sigma centred at ``p_mean`` (see docs/demo.md for why 1.0 here);
-5. roll out held-out episodes from their first frame with the reference sampler, trained and untrained;
-6. write side-by-side videos (ground truth | untrained | trained), a loss curve and report.json with
+   The DiT conditions on the simulator's per-frame actions (normalised by the pack's statistics), each clip's
+   dropped with probability ``action_dropout`` so the same model also rolls out without actions;
+5. roll out held-out episodes from their first frame with the reference sampler: untrained, trained from
+   image + text ("trained"), trained driven by the episode's true actions ("action") and by another held-out
+   episode's actions ("action_swapped", a control that must score lower);
+6. write side-by-side videos (ground truth | untrained | trained | action), a loss curve and report.json with
    PSNR / SSIM / FVD of the generated frames against ground truth and against repeating the first frame.
 
 Why each setting is what it is, with the measurements: docs/demo.md.
@@ -27,11 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from gw_jax.data.episodes import load_clips
-from gw_jax.data.loader import ClipTransform, PackedRecords
+from gw_jax.data.loader import ClipTransform, PackedRecords, packed_action_stats
 from gw_jax.data.pack import pack, verify
 from gw_jax.data.sim import load_episode, simulate_dataset
 from gw_jax.data.video import write_video
-from gw_jax.diffusion import sample_reference
+from gw_jax.diffusion import sample_reference, with_actions
 from gw_jax.models.text_hash import HashTextEncoder
 from gw_jax.storage import local_args
 from gw_jax.train.codec import train_codec
@@ -43,13 +47,17 @@ from gw_jax.train.video_features import train_feature_net
 from gw_jax.video_metrics import frechet_feature_distance, psnr, ssim
 
 
-def load_packed_clips(packed_dir: Path, clip_frames: int, size: int) -> dict:
-    """Every record of a packed dataset through the loader's transform, once, in record order."""
+def load_packed_clips(packed_dir: Path, clip_frames: int, size: int, actions: bool = False) -> dict:
+    """Every record of a packed dataset through the loader's transform, once, in record order (``actions``:
+    with the normalised actions, and the pack's statistics as "action_stats")."""
     records = PackedRecords(packed_dir)
-    transform = ClipTransform(clip_frames, size, size, records.index["text_encoder"])
+    stats = packed_action_stats(records, packed_dir) if actions else None
+    transform = ClipTransform(clip_frames, size, size, records.index["text_encoder"], action_stats=stats)
     rng = np.random.default_rng(0)  # crops are no-ops here: the episodes already have the training size
     examples = [transform(records[i], rng) for i in range(len(records))]
-    stacked = {k: np.stack([e[k] for e in examples]) for k in ("video", "text_emb", "fps")}
+    stacked = {k: np.stack([e[k] for e in examples]) for k in ("video", "text_emb", "fps") + ("actions",) * actions}
+    if actions:
+        stacked["action_stats"] = stats
     return dict(stacked, episodes=[int(e["episode"]) for e in examples])
 
 
@@ -73,7 +81,7 @@ def _to_uint8(video_bcthw: np.ndarray) -> np.ndarray:
     return np.clip((np.moveaxis(video_bcthw, 1, -1) + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
 
 
-def write_results(out: Path, truth, untrained, trained, prompts, losses, fps):
+def write_results(out: Path, truth, untrained, trained, prompts, losses, fps, action=None):
     # Imported here, not at the top, so that importing the demo (e.g. in a notebook) leaves the plotting
     # backend alone; the demo writes files only.
     import matplotlib
@@ -84,13 +92,13 @@ def write_results(out: Path, truth, untrained, trained, prompts, losses, fps):
     videos_dir = out / "videos"
     videos_dir.mkdir(parents=True, exist_ok=True)
     gap = np.full(truth.shape[:3] + (2, 3), 255, np.uint8)
-    side_by_side = np.concatenate([truth, gap, untrained, gap, trained], axis=3)  # (B, T, H, W', 3)
+    columns = [truth, untrained, trained] + ([action] if action is not None else [])
+    side_by_side = np.concatenate([part for video in columns for part in (gap, video)][1:], axis=3)  # (B,T,H,W',3)
     side_by_side = side_by_side.repeat(4, axis=2).repeat(4, axis=3)  # 4x for viewing
     for i, clip in enumerate(side_by_side):
         write_video(videos_dir / f"heldout_{i}.mp4", clip, fps=max(float(fps), 1.0))
-    # rollouts.png: per held-out clip three rows (truth, untrained, trained), frames left to right
-    rows = [np.concatenate(list(video[i]), axis=1) for i in range(min(3, len(truth)))
-            for video in (truth, untrained, trained)]
+    # rollouts.png: per held-out clip a row each for truth, untrained, trained (and action), frames left to right
+    rows = [np.concatenate(list(video[i]), axis=1) for i in range(min(3, len(truth))) for video in columns]
     plt.imsave(out / "rollouts.png", np.concatenate(rows, axis=0).repeat(2, axis=0).repeat(2, axis=1))
     steps = [m["step"] for m in losses]
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -165,9 +173,11 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
     problems = verify(out / "packed")
     if problems or index["num_records"] != settings["train_episodes"]:
         raise RuntimeError(f"packed data failed verification: {problems or index['skipped']}")
-    train_clips = load_packed_clips(out / "packed", settings["clip_frames"], settings["size"])
+    use_actions = bool(settings["action_dim"])
+    train_clips = load_packed_clips(out / "packed", settings["clip_frames"], settings["size"], actions=use_actions)
     timings["pack_verify_load_s"] = time.perf_counter() - t_pack
-    test_clips = load_clips(out / "episodes" / "heldout", settings["heldout_episodes"], settings["clip_frames"], text)
+    test_clips = load_clips(out / "episodes" / "heldout", settings["heldout_episodes"], settings["clip_frames"], text,
+                            action_stats=train_clips.get("action_stats"))  # normalised as the training actions
 
     t_codec = time.perf_counter()
     codec, codec_losses = train_codec(
@@ -191,8 +201,11 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
     config = demo_config(settings, codec_path=str((out / "codec").absolute()))
     config.seed = seed
     t1 = time.perf_counter()
-    batches = ArrayBatches(dict(latents=train_latents, text_emb=train_clips["text_emb"], fps=train_clips["fps"]),
-                           settings["batch_size"], seed=seed)
+    arrays = dict(latents=train_latents, text_emb=train_clips["text_emb"], fps=train_clips["fps"])
+    if use_actions:
+        arrays["actions"] = train_clips["actions"]
+        config.data.action_stats = train_clips["action_stats"]  # saved with the config, for `gw-jax sample`
+    batches = ArrayBatches(arrays, settings["batch_size"], seed=seed)
     result = train(config, out / "train", batches=batches, progress=progress)
     timings["train_s"] = time.perf_counter() - t1
 
@@ -200,9 +213,15 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
     initial = build_setup(config).init_state().params  # same seed: the weights training started from
     trained = result.state.ema_params if settings["sample_params"] == "ema" else result.state.params
     key = jax.random.key(seed + 7)
+    runs = [("untrained", initial, None), ("trained", trained, None)]  # image + text
+    if use_actions:  # the episode's own actions, and (a control) the next held-out episode's
+        runs += [("action", trained, test_clips["actions"]), ("action_swapped", trained,
+                                                               np.roll(test_clips["actions"], 1, axis=0))]
     rollouts = {}
-    for name, params in (("untrained", initial), ("trained", trained)):
+    for name, params, actions in runs:
         model = result.model_def.merge(params)
+        if actions is not None:
+            model = with_actions(model, actions, guidance=config.sample.action_guidance)
         latents = rollout_from_first_frame(model, test_latents, test_clips["text_emb"], test_clips["fps"], key,
                                            config.sample)
         rollouts[name] = _to_uint8(np.asarray(codec.decode(jnp.asarray(latents))))
@@ -216,7 +235,7 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
     codec_psnr = score(truth, {"codec": codec_video}, feature_net)["psnr_codec"]
     losses = read_metrics(out / "train")
     write_results(out, truth, rollouts["untrained"], rollouts["trained"], test_clips["prompts"], losses,
-                  float(test_clips["fps"][0]))
+                  float(test_clips["fps"][0]), action=rollouts.get("action"))
     report = dict(
         **scores,
         psnr_gain_db=scores["psnr_trained"] - scores["psnr_untrained"],
@@ -233,6 +252,9 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
         sampler=(f"reference (Karras, order 1), {settings['sample_steps']} steps, sigma_max {settings['sigma_max']}, "
                  f"{settings['sample_params']} weights"),
         training_sigma=f"log sigma ~ N({settings['p_mean']}, {settings['p_std']})",
+        actions=(dict(action_dim=settings["action_dim"], dropout=settings["action_dropout"],
+                      guidance=settings["action_guidance"], swapped="each held-out episode driven by the next one's")
+                 if use_actions else None),
         packed=dict(records=index["num_records"], shards=len(index["shards"]), verified=True),
         first_loss=losses[0]["loss"] if losses else None, final_loss=losses[-1]["loss"] if losses else None,
         prompts=test_clips["prompts"], timings_s={k: round(v, 1) for k, v in timings.items()},
@@ -262,6 +284,10 @@ def run(args) -> int:
           f"(copy first frame {report['ssim_copy_first_frame']:.3f})")
     print(f"  FVD   trained {report['fvd_trained']:.1f}     untrained {report['fvd_untrained']:.1f}  "
           f"(copy first frame {report['fvd_copy_first_frame']:.1f})")
+    if "psnr_action" in report:
+        print(f"driven by the episode's actions: PSNR {report['psnr_action']:.2f} dB, SSIM {report['ssim_action']:.3f}"
+              f"  (another episode's actions: PSNR {report['psnr_action_swapped']:.2f} dB, "
+              f"SSIM {report['ssim_action_swapped']:.3f})")
     print(f"wrote {args.out}/report.json, videos/, rollouts.png, loss.png in {report['total_s']:.0f}s "
           f"({report['cpu_s']:.0f} CPU-s)")
     return 0

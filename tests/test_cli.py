@@ -45,12 +45,18 @@ def test_sim_train_resume_sample(tmp_path):
 
     Image.fromarray(np.full((40, 50, 3), 120, np.uint8)).save(tmp_path / "first.png")
     out = tmp_path / "video.mp4"
-    gw_jax("sample", "--workdir", workdir, "--image", tmp_path / "first.png", "--prompt", "push the red cube",
-           "--frames", 5, "--steps", 3, "--out", out)
+    # configs/demo.py conditions on actions: the simulator's, one row of 7 per generated frame
+    np.save(tmp_path / "actions.npy", np.load(episodes / "0.npz")["actions"][:5])
+    sample = ["sample", "--workdir", workdir, "--image", tmp_path / "first.png", "--prompt", "push the red cube",
+              "--frames", 5, "--steps", 3, "--out", out]
+    gw_jax(*sample, "--actions", tmp_path / "actions.npy", "--action-guidance", 1.0)
     from gw_jax.data.video import read_video
 
     frames, _ = read_video(out)
     assert frames.shape == (5, 16, 16, 3)
+    np.save(tmp_path / "short.npy", np.zeros((4, 7), np.float32))
+    bad = gw_jax(*sample, "--actions", tmp_path / "short.npy", check=False)
+    assert bad.returncode == 2 and "--actions: shape (4, 7), expected (5, 7)" in bad.stderr.strip().splitlines()[-1]
 
 
 def test_sim_pack_verify_train_from_packed_records(tmp_path):

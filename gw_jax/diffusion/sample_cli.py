@@ -2,7 +2,9 @@
 
 Rebuilds the model from the config saved with the newest checkpoint in DIR, encodes the image (resized to cover
 the training size, centre-cropped) as the reference (first) frame, rolls out with the reference sampler
-(``gw_jax.train.sampling.sample_workdir``) and writes an mp4.
+(``gw_jax.train.sampling.sample_workdir``) and writes an mp4. A model trained with actions takes
+``--actions FILE.npy``: float (F, A), one row of raw actions per generated frame (row e: the command behind
+frame e), and ``--action-guidance G`` (classifier-free guidance on the actions).
 """
 
 from __future__ import annotations
@@ -28,6 +30,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ema", action="store_true", help="sample with the EMA weights")
+    parser.add_argument("--actions", default=None,
+                        help=".npy of shape (frames, action values): the commands behind each generated frame "
+                             "(a model trained with actions)")
+    parser.add_argument("--action-guidance", type=float, default=None,
+                        help="guidance scale on the actions (default: the config's sample.action_guidance)")
+
+
+def read_actions(path: str) -> np.ndarray:
+    """--actions FILE.npy -> float32 (F, A), or a one-line UserInputError naming the flag."""
+    file = as_path(path, flag="--actions")
+    check_bucket(file, flag="--actions")
+    if not file.is_file():
+        raise UserInputError(f"--actions {file}: no such file")
+    try:
+        with file.open("rb") as f:
+            actions = np.load(f, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise UserInputError(f"--actions {file}: not a .npy array ({e})") from e
+    if actions.ndim != 2 or not np.issubdtype(actions.dtype, np.number) or not np.isfinite(actions).all():
+        raise UserInputError(f"--actions {file}: shape {actions.shape} {actions.dtype}, expected finite numbers of "
+                             "shape (frames, action values)")
+    return actions.astype(np.float32)
 
 
 def run(args) -> int:
@@ -46,9 +70,13 @@ def run(args) -> int:
         raise UserInputError(f"--steps must be at least 1, got {args.steps}")
     if args.guidance is not None and not np.isfinite(args.guidance):
         raise UserInputError(f"--guidance must be a finite number, got {args.guidance}")
+    actions = read_actions(args.actions) if args.actions else None
+    if args.action_guidance is not None and (not np.isfinite(args.action_guidance) or actions is None):
+        raise UserInputError("--action-guidance needs --actions and a finite number")
     first = decode_image(image.read_bytes(), where=f"--image {image}")  # resized to cover, centre-cropped later
     clip, fps = sample_workdir(workdir, first, args.prompt, frames=args.frames, steps=args.steps,
-                               guidance=args.guidance, seed=args.seed, ema=args.ema)
+                               guidance=args.guidance, seed=args.seed, ema=args.ema, actions=actions,
+                               action_guidance=args.action_guidance)
     write_video(out_path, clip, fps=fps)
     print(f"wrote {out_path}: {clip.shape[0]} frames of {clip.shape[1]}x{clip.shape[2]}")
     return 0

@@ -61,6 +61,7 @@ def base_config() -> ml_collections.ConfigDict:
     ))
     c.sample = ml_collections.ConfigDict(dict(
         steps=30, guidance=7.0, sigma_max=80.0, augment_sigma=0.001, negative_prompt="",
+        action_guidance=0.0,  # > 0: classifier-free guidance on actions (a DiT with model.action_dim, given actions)
     ))
     c.multihost = ml_collections.ConfigDict(dict(
         coordinator_address="", num_processes=1, process_id=0,  # empty: single host or auto-detect
@@ -74,7 +75,10 @@ QUICK = dict(
     codec="patch_vae", codec_channels=16, codec_steps=1000, latent_noise=0.3, error_focus=0.01,  # the latent codec
     steps=1500, batch_size=8, model_channels=96, p_mean=1.0, p_std=1.0,  # the DiT and its training sigmas
     sample_steps=20, sigma_max=80.0, sample_params="ema",  # the reference sampler
-    feature_steps=400)  # the FVD feature network
+    feature_steps=400,  # the FVD feature network
+    # the simulator's per-frame command (6 joint targets + gripper), one frame per latent (the codec has no
+    # temporal compression); a share of clips trains without them, so the same DiT rolls out without actions
+    action_dim=7, action_dropout=0.15, action_guidance=0.0)
 FULL = dict(QUICK, train_episodes=128, heldout_episodes=32, steps=6000, batch_size=16, codec_steps=2000)
 CODEC_POOL, CODEC_FOLD = 2, 4  # 64x64 frames -> 32x32 -> 8x8 latent grid
 
@@ -91,7 +95,7 @@ def demo_config(settings: dict, codec_path: str = "") -> ml_collections.ConfigDi
         max_img_h=latent_size, max_img_w=latent_size, max_frames=settings["clip_frames"],
         in_channels=channels + 1, out_channels=channels, patch_spatial=2, patch_temporal=1,
         model_channels=settings["model_channels"], num_blocks=3, num_heads=4, crossattn_emb_channels=32,
-        adaln_lora_dim=24,
+        adaln_lora_dim=24, action_dim=settings["action_dim"], action_frames=1,
         scan_blocks=True, remat_policy="none", dtype="float32", param_dtype="float32", attention_impl="xla"))
     config.latents = "precomputed"
     config.codec.update(dict(name="pixel", pool=CODEC_POOL, fold=CODEC_FOLD) if pixel else
@@ -100,9 +104,11 @@ def demo_config(settings: dict, codec_path: str = "") -> ml_collections.ConfigDi
     config.data.update(dict(height=settings["size"], width=settings["size"], num_frames=settings["clip_frames"],
                             fps=settings["sim_fps"] * (settings["clip_frames"] - 1) / (settings["sim_frames"] - 1)))
     config.mesh.axes.update(dict(data=-1))
-    config.loss.update(dict(p_mean=settings["p_mean"], p_std=settings["p_std"]))
+    config.loss.update(dict(p_mean=settings["p_mean"], p_std=settings["p_std"],
+                            action_dropout=settings["action_dropout"]))
     config.train.update(dict(global_batch_size=settings["batch_size"], num_steps=settings["steps"],
                              learning_rate=1e-3, warmup_steps=50, final_lr_fraction=0.05, weight_decay=0.0,
                              log_every=10, checkpoint_every=settings["steps"], async_checkpoint=False))
-    config.sample.update(dict(steps=settings["sample_steps"], guidance=1.0, sigma_max=settings["sigma_max"]))
+    config.sample.update(dict(steps=settings["sample_steps"], guidance=1.0, sigma_max=settings["sigma_max"],
+                              action_guidance=settings["action_guidance"]))
     return config

@@ -1,6 +1,7 @@
 """Sampling from a training workdir (what ``gw-jax sample`` and the quickstart notebook do).
 
     clip = sample_workdir("runs/tiny", first_frame, "push the red cube to the left", frames=9)   # uint8 (F, H, W, 3)
+    clip = sample_workdir(..., actions=actions_fa)   # a DiT trained with actions: (F, A), row e behind frame e
 
 The model is rebuilt from the config saved with the newest checkpoint; the first frame becomes the reference
 (conditioning) frame and the reference sampler (Karras sigmas, order 1, CFG) rolls the clip out.
@@ -14,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gw_jax.diffusion import sample_reference
+from gw_jax.diffusion import sample_reference, with_actions
 from gw_jax.diffusion.generate import resize_and_crop
+from gw_jax.errors import UserInputError
 from gw_jax.models.factory import load_codec, load_text_encoder
 from gw_jax.train.export import restore_workdir
 
@@ -28,15 +30,33 @@ def to_model_frame(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def sample_workdir(workdir: str | Path, first_frame: np.ndarray, prompt: str, *, frames: int | None = None,
                    steps: int | None = None, guidance: float | None = None, seed: int = 0,
-                   ema: bool = False) -> tuple[np.ndarray, float]:
+                   ema: bool = False, actions: np.ndarray | None = None,
+                   action_guidance: float | None = None) -> tuple[np.ndarray, float]:
     """(uint8 clip (F, H, W, 3), fps) rolled out from ``first_frame``: uint8 (H', W', 3) of any size, or float32
-    (3, H, W) in [-1, 1] at the training size. ``frames``/``steps``/``guidance`` default to the config's."""
+    (3, H, W) in [-1, 1] at the training size. ``frames``/``steps``/``guidance`` default to the config's.
+
+    ``actions`` (F, A) raw (unnormalised) actions, row e the command behind frame e (row 0: the given frame's),
+    for a DiT trained with actions; normalised with the training data's statistics (``config.data.action_stats``).
+    ``action_guidance`` (default the config's ``sample.action_guidance``) > 0 guides on them."""
     config, setup, state = restore_workdir(workdir)
+    num_frames = frames or config.data.num_frames
+    stats = config.data.get("action_stats")
+    if actions is not None:
+        if not config.model.get("action_dim") or not stats:
+            raise UserInputError(f"--actions: the model in {workdir} was not trained with actions")
+        expected = (num_frames, len(stats.mean))
+        if tuple(np.shape(actions)) != expected:
+            raise UserInputError(f"--actions: shape {tuple(np.shape(actions))}, expected {expected} (one row of "
+                                 f"{expected[1]} action values per generated frame)")
     codec, text = load_codec(config), load_text_encoder(config)
     model = setup.model_def.merge(state.ema_params if ema else state.params, setup.init_frozen())
+    if actions is not None:
+        normalised = (np.asarray(actions, np.float32) - np.asarray(stats.mean)) / np.asarray(stats.std)
+        model = with_actions(model, normalised[None].astype(np.float32), guidance=(
+            config.sample.get("action_guidance", 0.0) if action_guidance is None else action_guidance))
     height, width = config.data.height, config.data.width
     first = to_model_frame(first_frame, height, width) if first_frame.dtype == np.uint8 else first_frame
-    video = np.zeros((1, 3, frames or config.data.num_frames, height, width), np.float32)
+    video = np.zeros((1, 3, num_frames, height, width), np.float32)
     video[:, :, 0] = first
     latents = codec.encode(jnp.asarray(video))
     mask = jnp.zeros((1, 1, latents.shape[2], 1, 1)).at[:, :, 0].set(1.0)
