@@ -108,8 +108,6 @@ class GigaWorld0DiT(nnx.Module):
         self.t_embedder_1 = linear(d, d, ("embed", "mlp"), rngs=rngs, **kw)
         self.t_embedder_2 = linear(d, 3 * d, ("mlp", "modulation"), rngs=rngs, **kw)
         self.affline_norm = RMSNorm(d, names=("norm",), param_dtype=param_dtype)
-        self.action_embedder = (ActionEmbedder(action_dim, action_frames, d, rngs=rngs, **kw) if action_dim
-                                else nnx.data(None))
 
         make_block = functools.partial(
             TransformerBlock, block_config, d, crossattn_emb_channels, num_heads, mlp_ratio, adaln_lora_dim,
@@ -124,6 +122,9 @@ class GigaWorld0DiT(nnx.Module):
         self.blocks = stacked_blocks(rngs)
         self.final_layer = FinalLayer(d, patch_spatial ** 2 * patch_temporal * out_channels, adaln_lora_dim,
                                       rngs=rngs, **kw)
+        # built last, so the other weights draw the same random values with or without it
+        self.action_embedder = (ActionEmbedder(action_dim, action_frames, d, rngs=rngs, **kw) if action_dim
+                                else nnx.data(None))
 
     # ----------------------------------------------------------------------------------------------
     @classmethod

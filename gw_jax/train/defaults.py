@@ -95,7 +95,7 @@ def demo_config(settings: dict, codec_path: str = "") -> ml_collections.ConfigDi
         max_img_h=latent_size, max_img_w=latent_size, max_frames=settings["clip_frames"],
         in_channels=channels + 1, out_channels=channels, patch_spatial=2, patch_temporal=1,
         model_channels=settings["model_channels"], num_blocks=3, num_heads=4, crossattn_emb_channels=32,
-        adaln_lora_dim=24, action_dim=settings["action_dim"], action_frames=1,
+        adaln_lora_dim=24, action_dim=settings.get("action_dim", 0), action_frames=1,
         scan_blocks=True, remat_policy="none", dtype="float32", param_dtype="float32", attention_impl="xla"))
     config.latents = "precomputed"
     config.codec.update(dict(name="pixel", pool=CODEC_POOL, fold=CODEC_FOLD) if pixel else
@@ -105,10 +105,10 @@ def demo_config(settings: dict, codec_path: str = "") -> ml_collections.ConfigDi
                             fps=settings["sim_fps"] * (settings["clip_frames"] - 1) / (settings["sim_frames"] - 1)))
     config.mesh.axes.update(dict(data=-1))
     config.loss.update(dict(p_mean=settings["p_mean"], p_std=settings["p_std"],
-                            action_dropout=settings["action_dropout"]))
+                            action_dropout=settings.get("action_dropout", 0.0)))
     config.train.update(dict(global_batch_size=settings["batch_size"], num_steps=settings["steps"],
                              learning_rate=1e-3, warmup_steps=50, final_lr_fraction=0.05, weight_decay=0.0,
                              log_every=10, checkpoint_every=settings["steps"], async_checkpoint=False))
     config.sample.update(dict(steps=settings["sample_steps"], guidance=1.0, sigma_max=settings["sigma_max"],
-                              action_guidance=settings["action_guidance"]))
+                              action_guidance=settings.get("action_guidance", 0.0)))
     return config
