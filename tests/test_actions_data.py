@@ -94,3 +94,27 @@ def test_action_dropout_and_guidance():
     np.testing.assert_allclose(dropped[1], out[1], atol=1e-5)
     np.testing.assert_allclose(guided, out + 2.0 * (out - null), atol=1e-4)
     np.testing.assert_allclose(both[2:], out, atol=1e-5)  # a doubled (prompt-guidance) batch: actions twice
+
+
+def test_train_loss_reaches_the_action_layers_unless_every_clip_is_dropped():
+    """The step's loss sends gradient into the action MLPs' first layers when clips keep their actions
+    (action_dropout 0), and none there when every clip's actions are dropped (dropout 1: the null mode)."""
+    import ml_collections
+
+    from gw_jax.train.state import ModelDef
+    from gw_jax.train.step import make_loss_fn
+
+    graphdef, params, buffers = nnx.split(_tiny_action_dit(), nnx.Param, ...)
+    batch = dict(latents=jax.random.normal(jax.random.key(3), (2, 4, 3, 4, 4)), text_emb=jnp.ones((2, 2, 8)),
+                 fps=jnp.full((2,), 8.0), actions=jax.random.normal(jax.random.key(4), (2, 5, 3)))
+
+    @jax.jit
+    def first_layer_grads(params, dropout):
+        cfg = ml_collections.ConfigDict(dict(p_mean=0.0, p_std=1.0, max_ref_frames=1, ref_start=1,
+                                             action_dropout=dropout))
+        loss_fn = make_loss_fn(ModelDef(graphdef, buffers), cfg)
+        grads = jax.grad(lambda p: loss_fn(p, batch, jax.random.key(5)))(params)
+        return jnp.abs(grads["action_embedder"]["to_emb"]["fc1"]["kernel"][...]).max()
+
+    assert float(first_layer_grads(params, 0.0)) > 1e-6
+    assert float(first_layer_grads(params, 1.0)) == 0.0
