@@ -42,7 +42,8 @@ def run(args) -> int:
     elif args.what == "vae":
         module, report = vae_bench, vae_bench.run_vae_bench(args.preset, memory=not args.no_memory)
     elif args.what == "sample":
-        module, report = sample_bench, sample_bench.run_sample_bench(args.preset, steps=args.steps)
+        module, report = sample_bench, sample_bench.run_sample_bench(
+            args.preset, steps=args.steps, torch_compile=not args.no_torch_compile)
     elif args.what == "data":
         if not args.packed:
             raise UserInputError("bench data needs --packed DIR (a `gw-jax pack` output)")

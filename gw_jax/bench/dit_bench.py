@@ -7,6 +7,7 @@ timed separately; steady-state numbers are medians of repeated runs.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -38,6 +39,17 @@ def median_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def thread_info() -> dict:
+    """The threads each side may use: both default to every core this process may run on (state it in tables)."""
+    info = {"cpus": len(os.sched_getaffinity(0)), "load_average": [round(x, 2) for x in os.getloadavg()]}
+    try:
+        import torch
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return info
 
 
 def model_flops(p: dict, params: int, train: bool) -> float:
@@ -174,13 +186,14 @@ def run_dit_bench(preset: str = "cpu", *, torch_compile: bool = True) -> dict:
         if "params" in row:
             row["forward_tflops_per_s"] = model_flops(p, row["params"], False) / row["forward_s"] / 1e12
             row["train_tflops_per_s"] = model_flops(p, row["params"], True) / row["train_step_s"] / 1e12
-    return dict(preset=preset, shape=p, device=str(jax.devices()[0]), rows=rows)
+    return dict(preset=preset, shape=p, device=str(jax.devices()[0]), threads=thread_info(), rows=rows)
 
 
 def markdown_table(report: dict) -> str:
     rows = report["rows"]
     base = rows["jax (XLA, jit)"]
-    lines = [f"DiT bench, preset `{report['preset']}` on {report['device']}: {report['shape']}", "",
+    lines = [f"DiT bench, preset `{report['preset']}` on {report['device']}: {report['shape']}; "
+             f"threads {report.get('threads')}", "",
              "| implementation | device | params | forward (s) | train step (s) | compile fwd / train (s) | "
              "JAX speed-up fwd / train |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in rows.items():
