@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gw_jax.bench.dit_bench import PRESETS, jax_dit, median_time, thread_info, torch_cosmos
+from gw_jax.bench.dit_bench import PRESETS, interleaved_medians, jax_dit, median_time, thread_info, torch_cosmos
 from gw_jax.diffusion import sample_reference
 from gw_jax.diffusion.samplers import karras_sigmas
 
@@ -151,7 +151,7 @@ def check_same_work(p: dict, steps: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- timing
-def bench_jax_sampler(p: dict, steps: int) -> dict:
+def bench_jax_sampler(p: dict, steps: int, timers: dict | None = None) -> dict:
     model, data = jax_dit(p), {k: jnp.asarray(v) for k, v in inputs(p).items()}
 
     @jax.jit
@@ -163,12 +163,16 @@ def bench_jax_sampler(p: dict, steps: int) -> dict:
     start = time.perf_counter()
     compiled = sample.lower(data["noise"]).compile()
     compile_s = time.perf_counter() - start
-    compiled(data["noise"]).block_until_ready()
-    return dict(loop_s=median_time(lambda: compiled(data["noise"]).block_until_ready(), p["repeats"]),
-                compile_s=compile_s, model_calls=steps, call_batch=2 * p["batch"])
+    run = lambda: compiled(data["noise"]).block_until_ready()  # noqa: E731
+    run()
+    if timers is not None:
+        timers["loop_s"] = run
+    return dict(loop_s=median_time(run, p["repeats"]), compile_s=compile_s, model_calls=steps,
+                call_batch=2 * p["batch"])
 
 
-def bench_torch_sampler(p: dict, steps: int, *, compile_model: bool, legacy: bool = False) -> dict:
+def bench_torch_sampler(p: dict, steps: int, *, compile_model: bool, legacy: bool = False,
+                        timers: dict | None = None) -> dict:
     import torch
 
     model = torch_cosmos(p)
@@ -181,6 +185,8 @@ def bench_torch_sampler(p: dict, steps: int, *, compile_model: bool, legacy: boo
     start = time.perf_counter()
     run()  # warm-up (and compilation)
     first_s = time.perf_counter() - start
+    if timers is not None:
+        timers["loop_s"] = run
     return dict(loop_s=median_time(run, p["repeats"]), compile_s=first_s if compile_model else 0.0,
                 model_calls=2 * steps if legacy else steps, call_batch=p["batch"] if legacy else 2 * p["batch"])
 
@@ -189,23 +195,26 @@ def run_sample_bench(preset: str = "cpu", *, steps: int = 10, torch_compile: boo
     p = dict(PRESETS[preset])
     if preset == "cpu":
         p["repeats"] = 3  # a 10-step loop is ~20 forward passes: 3 repeats keep the bench to a few minutes
+    jax_name, eager, compiled, old = ("jax (lax.scan, jit)", "pytorch eager", "pytorch torch.compile",
+                                      "pytorch eager, old loop (2 calls of B per step)")
+    timers = {name: {} for name in (jax_name, eager, compiled, old)}
     report = dict(preset=preset, shape=p, steps=steps, guidance=GUIDANCE, device=str(jax.devices()[0].device_kind),
-                  threads=thread_info(), rows={"jax (lax.scan, jit)": bench_jax_sampler(p, steps)})
+                  threads=thread_info(), rows={jax_name: bench_jax_sampler(p, steps, timers[jax_name])})
     try:
         import diffusers  # noqa: F401
         import torch  # noqa: F401
     except ImportError:
         return report
     report["same_work"] = check_same_work(p, steps)
-    report["rows"]["pytorch eager"] = bench_torch_sampler(p, steps, compile_model=False)
+    report["rows"][eager] = bench_torch_sampler(p, steps, compile_model=False, timers=timers[eager])
     if torch_compile:
         try:
-            report["rows"]["pytorch torch.compile"] = bench_torch_sampler(p, steps, compile_model=True)
+            report["rows"][compiled] = bench_torch_sampler(p, steps, compile_model=True, timers=timers[compiled])
         except Exception as e:  # inductor needs a C++ toolchain; report instead of failing the bench
-            report["rows"]["pytorch torch.compile"] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
-    report["rows"]["pytorch eager, old loop (2 calls of B per step)"] = bench_torch_sampler(
-        p, steps, compile_model=False, legacy=True)
-    report["load_average"] = os.getloadavg()
+            report["rows"][compiled] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+    report["rows"][old] = bench_torch_sampler(p, steps, compile_model=False, legacy=True, timers=timers[old])
+    interleaved_medians(report["rows"], {name: fns for name, fns in timers.items() if fns}, p["repeats"])
+    report["load_average_after"] = os.getloadavg()
     return report
 
 
