@@ -78,7 +78,7 @@ def test_mesh_sharded_splash_equals_single_device(kv_length):
     expected, expected_grads = jax.value_and_grad(lambda *a: _attention_loss(xla_attention, *a), argnums=(0, 1, 2))(
         q, k, v)
     np.testing.assert_allclose(float(out), float(expected), rtol=1e-5)
-    for got, want in zip(grads, expected_grads):
+    for got, want in zip(grads, expected_grads, strict=True):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5 * float(jnp.abs(want).max()))
 
 

@@ -125,7 +125,7 @@ def step_costs(compiled, num_devices: int = 1) -> dict:
 def combine(costs: list[dict], weights: list[float]) -> dict:
     """sum(w * costs) term by term (e.g. c1 + (N - 1) * (c2 - c1) to extrapolate 1- and 2-block compiles)."""
     def mix(values):
-        return sum(w * v for w, v in zip(weights, values))
+        return sum(w * v for w, v in zip(weights, values, strict=True))
     collectives = {kind: {field: mix([c["collectives"][kind][field] for c in costs])
                           for field in ("count", "operand_bytes", "link_bytes")} for kind in COLLECTIVES}
     return dict(flops=mix([c["flops"] for c in costs]), hbm_bytes=mix([c["hbm_bytes"] for c in costs]),
