@@ -154,6 +154,10 @@ BAD_PATHS = [
     (["engine", "--quick", "--out", "gs://bucket/engine"], "engine", "local folders only"),
     (["export", "--workdir", "w", "--out", "gs://bucket/export"], "export", "local folders only"),
     (["train", "--config", "gs://bucket/tiny.py", "--workdir", "w"], "train", "a local Python file"),
+    (["train", "--config", "configs/demo_pixel.py", "--workdir", "w", "--config.model.pretrained=gs://bucket/rel"],
+     "train", "released weights load from a local folder"),
+    (["generate", "--release", "r", "--lora", "mine=gs://bucket/lora:0.5", "--json", "j.json", "--out", "o"],
+     "generate", "--lora gs://bucket/lora: `gw-jax generate` works on local folders only"),
 ]
 
 

@@ -18,7 +18,7 @@ from gw_jax.diffusion.generate import (DEFAULT_FPS, DEFAULT_SEED, NEGATIVE_PROMP
                                        generate, requests_from_json, requests_from_packed, settings_json)
 from gw_jax.errors import UserInputError
 from gw_jax.parallel.mesh import describe, make_mesh
-from gw_jax.storage import as_path, check_bucket, local_args, write_text
+from gw_jax.storage import as_path, check_bucket, local_args, local_path, write_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +80,8 @@ def run(args) -> int:
     # inputs first: a bad JSON, image, record or output bucket fails in one line before any model is loaded
     local_args(args, {"release": "--release", "transformer": "--transformer", "vae": "--vae",
                       "text_encoder": "--text-encoder", "json": "--json"}, command="generate")
+    lora_specs = {name: (local_path(path, flag="--lora", command="generate"), scale)
+                  for name, (path, scale) in parse_lora(args.lora).items()}
     out = as_path(args.out, flag="--out")
     check_bucket(out, flag="--out")
     requests = requests_from_json(args.json) if args.json else requests_from_packed(args.packed, args.limit)
@@ -87,7 +89,7 @@ def run(args) -> int:
     mesh = make_mesh(axes)
     context = mesh.shape.get("context", 1) > 1
     pipe = GenerationPipeline.from_release(args.release, transformer=args.transformer, vae=args.vae,
-                                           text_encoder=args.text_encoder, lora=parse_lora(args.lora) or None,
+                                           text_encoder=args.text_encoder, lora=lora_specs or None,
                                            lora_fuse=args.lora_fuse, dtype=args.dtype,
                                            attention_impl=args.attention or ("context_ring" if context else "xla"))
     results = generate(pipe, requests, num_frames=args.frames, height=args.height, width=args.width,

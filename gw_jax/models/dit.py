@@ -29,7 +29,7 @@ from gw_jax.convert.dit_weights import load_reference_weights, save_reference_we
 from gw_jax.errors import UserInputError, check_types, load_json
 from gw_jax.models.dit_blocks import FinalLayer, TransformerBlock, timestep_sinusoid
 from gw_jax.models import lora
-from gw_jax.models.layers import RMSNorm, linear
+from gw_jax.models.layers import RMSNorm, linear, matmul_precision
 from gw_jax.models.neighborhood_attention import NattenSchedule, to_json
 from gw_jax.models.rope import rope_angles
 from gw_jax.parallel.logical import constrain
@@ -165,11 +165,7 @@ class GigaWorld0DiT(nnx.Module):
 
     # ----------------------------------------------------------------------------------------------
     def __call__(self, x, timesteps, crossattn_emb, fps, padding_mask=None):
-        # float32 compute means float32 matmuls: GPUs default to TF32 and TPUs to one bfloat16 pass for float32
-        # dots (on an H200: ~1e-3 rel. error against the reference and flipped MoE top-1 routes); bfloat16
-        # compute keeps the platform's fast default
-        precision = "highest" if jnp.dtype(self.dtype) == jnp.float32 else None
-        with jax.default_matmul_precision(precision):
+        with matmul_precision(self.dtype):
             return self._forward(x, timesteps, crossattn_emb, fps, padding_mask)
 
     def _forward(self, x, timesteps, crossattn_emb, fps, padding_mask):

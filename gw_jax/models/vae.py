@@ -26,6 +26,7 @@ from flax import nnx
 
 from gw_jax.convert.vae_weights import load_diffusers_weights, save_diffusers_weights
 from gw_jax.errors import UserInputError, load_json
+from gw_jax.models.layers import matmul_precision
 from gw_jax.models.vae_blocks import (AttentionBlock, CausalConv3d, ChannelRMSNorm, MidBlock, ResidualBlock,
                                       Resample, run_sequence)
 
@@ -152,6 +153,7 @@ class WanVAE(nnx.Module):
             raise UserInputError("only the Wan2.1 VAE is supported (is_residual=false, patch_size=null); "
                                  "this config is a Wan2.2-style VAE")
         self.config = cfg
+        self.compute_dtype = jnp.dtype(dtype or param_dtype)
         rngs = rngs if rngs is not None else nnx.Rngs(0)
         kw = dict(dtype=dtype, param_dtype=param_dtype)
         levels = len(cfg["dim_mult"]) - 1
@@ -212,6 +214,10 @@ class WanVAE(nnx.Module):
         return _encode_jit(self, video, streaming)
 
     def _encode(self, video: jax.Array, streaming: bool) -> Posterior:
+        with matmul_precision(self.compute_dtype):
+            return self._encode_in_precision(video, streaming)
+
+    def _encode_in_precision(self, video: jax.Array, streaming: bool) -> Posterior:
         x = rearrange(video, "b c t h w -> b t h w c")
         if streaming:
             later = rearrange(x[:, 1:], "b (n t) h w c -> n b t h w c", t=CHUNK_FRAMES)
@@ -228,6 +234,10 @@ class WanVAE(nnx.Module):
         return _decode_jit(self, z, streaming)
 
     def _decode(self, z: jax.Array, streaming: bool) -> jax.Array:
+        with matmul_precision(self.compute_dtype):
+            return self._decode_in_precision(z, streaming)
+
+    def _decode_in_precision(self, z: jax.Array, streaming: bool) -> jax.Array:
         x = self.post_quant_conv.apply(rearrange(z, "b c t h w -> b t h w c"))
         if streaming:
             out = _stream(self.decoder, x[:, :1], rearrange(x[:, 1:], "b n h w c -> n b 1 h w c"))

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from gw_jax.errors import UserInputError
 from gw_jax.parallel.logical import use_mesh_rules
 from gw_jax.parallel.mesh import batch_sharding, describe, logical_tree_shardings, make_mesh
-from gw_jax.storage import as_path, make_output_dir
+from gw_jax.storage import as_path, check_output_dir, make_output_dir
 from gw_jax.train.checkpoint import Checkpointer, abstract_with_shardings
 from gw_jax.train.config_checks import check_resume_config, check_train_config
 from gw_jax.train.data import make_batches, make_latent_encoder
@@ -167,7 +167,7 @@ def train(config, workdir: str | Path, *, batches=None, vae=None, max_steps: int
     """
     check_train_config(config)
     workdir = as_path(workdir, flag="--workdir")
-    make_output_dir(workdir, flag="--workdir")
+    check_output_dir(workdir, flag="--workdir")  # created below, once the model and data are known to be good
     latent_fn, vae_params = (None, None)
     if config.latents == "vae":
         if vae is None:
@@ -177,6 +177,7 @@ def train(config, workdir: str | Path, *, batches=None, vae=None, max_steps: int
     check_batch_layout(config, setup.mesh)
     if batches is None:
         batches = make_batches(config)
+    make_output_dir(workdir, flag="--workdir")
     checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=config.train.max_checkpoints,
                                 async_save=config.train.async_checkpoint)
     check_resume_config(checkpointer.restore_config(), config, where=checkpointer.directory)

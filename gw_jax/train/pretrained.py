@@ -33,12 +33,16 @@ from gw_jax.convert.dit_weights import load_reference_arrays
 from gw_jax.errors import UserInputError, load_json
 from gw_jax.models import lora
 from gw_jax.models.dit import OPTION_KEYS, GigaWorld0DiT
+from gw_jax.storage import is_remote
 
 TRAIN_MODES = ("full", "lora")
 
 
 def find_transformer_dir(path: str | Path) -> Path:
     """The folder with the DiT's config.json: DIR/transformer (release layout) or DIR itself."""
+    if is_remote(path):
+        raise UserInputError(f"--config.model.pretrained={path}: released weights load from a local folder "
+                             "(copy them with `gcloud storage cp -r` first)")
     path = Path(path)
     for candidate in (path / "transformer", path):
         if (candidate / "config.json").is_file():

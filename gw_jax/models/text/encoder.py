@@ -13,6 +13,7 @@ import numpy as np
 from flax import nnx
 
 from gw_jax.errors import UserInputError
+from gw_jax.models.layers import matmul_precision
 
 
 def masked_attention(q, k, v, mask, bias=None):
@@ -26,7 +27,8 @@ def masked_attention(q, k, v, mask, bias=None):
 
 
 def _forward(graphdef, state, ids, mask):
-    emb = nnx.merge(graphdef, state)(ids, mask)
+    with matmul_precision(jax.tree.leaves(state)[0].dtype):  # the encoders compute in their weights' dtype
+        emb = nnx.merge(graphdef, state)(ids, mask)
     return jnp.where(mask[..., None], emb, 0).astype(jnp.float32)  # exact zeros past the prompt
 
 
