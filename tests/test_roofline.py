@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
+from gw_jax.train.compile_cli import roofline_table
 from gw_jax.train.roofline import CHIPS, Chip, collective_bytes, combine, roofline, step_costs
 
 
@@ -21,6 +22,9 @@ def test_flops_bytes_and_roofline_of_a_matmul():
     assert estimate["hbm_s"] == pytest.approx(costs["hbm_bytes"] / 1e6)
     assert estimate["bound"] == "hbm" and estimate["step_s"] == estimate["hbm_s"]
     assert estimate["mfu"] == pytest.approx(524288 / 1e9 / estimate["hbm_s"])
+    estimate["method"] = "test"
+    table = roofline_table(estimate)  # what gw-jax compile prints
+    assert "| HBM bytes accessed |" in table and "hbm-bound" in table
 
 
 def test_collective_bytes_from_the_hlo_of_a_sharded_program():
