@@ -50,3 +50,44 @@ def test_vae_bench_times_both_frameworks_and_reports_memory():
     memory = report["compiled_memory"]
     assert memory["encode"]["temporaries_gib"] > 0 and memory["decode"]["gflops"] > 0
     assert "JAX speed-up" in vae_bench.markdown_table(report)
+
+
+def test_sample_loops_do_the_same_work_and_the_check_can_fail():
+    """JAX's scan and the PyTorch port make the same calls (one per step, batch 2B) and agree numerically; the
+    old PyTorch loop (two calls of batch B, other preconditioning) is caught by the same comparison."""
+    pytest.importorskip("diffusers")
+    import numpy as np
+    import torch
+
+    from gw_jax.bench import sample_bench
+    from gw_jax.bench.dit_bench import PRESETS
+
+    p, steps = PRESETS["tiny"], 4
+    work = sample_bench.check_same_work(p, steps)
+    assert work["jax_call_batches"] == work["torch_call_batches"] == [2 * p["batch"]] * steps
+    assert work["max_abs_diff"] <= 1e-5 * work["max_abs"]
+
+    data = {k: torch.from_numpy(v) for k, v in sample_bench.inputs(p).items()}
+    calls = []
+    old = sample_bench.legacy_two_calls(
+        lambda x, t, c: calls.append(x.shape[0]) or sample_bench.torch_stand_in(x, t, c), data["noise"],
+        context=data["context"], negative_context=data["negative"], cond_latents=data["cond"],
+        cond_mask=data["mask"], steps=steps)
+    new = sample_bench.torch_sample_reference(
+        sample_bench.torch_stand_in, data["noise"], context=data["context"], negative_context=data["negative"],
+        cond_latents=data["cond"], cond_mask=data["mask"], steps=steps)
+    assert calls == [p["batch"]] * (2 * steps)
+    assert np.abs(old.numpy() - new.numpy()).max() > 1e-2 * work["max_abs"]
+
+
+@pytest.mark.slow  # compiles the tiny DiT's sampling scan and runs diffusers' model: ~1 min under load
+def test_sample_bench_table():
+    pytest.importorskip("diffusers")
+    from gw_jax.bench import sample_bench
+
+    report = sample_bench.run_sample_bench("tiny", steps=2, torch_compile=False)
+    assert set(report["rows"]) == {"jax (lax.scan, jit)", "pytorch eager",
+                                   "pytorch eager, old loop (2 calls of B per step)"}
+    assert report["rows"]["pytorch eager"]["loop_s"] > 0
+    table = sample_bench.markdown_table(report)
+    assert "model calls x batch" in table and "Same work" in table

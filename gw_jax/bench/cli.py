@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("what", choices=["dit", "vae", "sample", "data", "sim"])
     parser.add_argument("--preset", default="cpu", choices=["tiny", "cpu", "2b"])
     parser.add_argument("--no-torch-compile", action="store_true")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="dit/sample: run both frameworks on this many cores (CPU affinity + torch threads); "
+                             "default: all cores this process may use")
     parser.add_argument("--sparse", action="store_true",
                         help="dit: NATTEN sparse vs dense attention (presets tiny, cpu) instead of JAX vs PyTorch")
     parser.add_argument("--no-memory", action="store_true", help="vae: skip the ahead-of-time memory report")
@@ -30,8 +33,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="also write the results as JSON (a file or gs:// URI)")
 
 
+def limit_threads(threads: int) -> None:
+    """Both frameworks on the same ``threads`` cores: XLA:CPU sizes its pool from the CPU affinity when its
+    backend starts (so this must run first), PyTorch takes ``set_num_threads``."""
+    import os
+
+    from jax._src import xla_bridge
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if not 1 <= threads <= len(cpus):
+        raise UserInputError(f"--threads {threads}: choose 1 to {len(cpus)} (the cores this process may use)")
+    if xla_bridge.backends_are_initialized():
+        raise UserInputError("--threads: the JAX backend already started; pass --threads to a fresh gw-jax bench")
+    os.sched_setaffinity(0, set(cpus[:threads]))
+    try:
+        import torch
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+
+
 def run(args) -> int:
     json_out = check_output_file(args.json, flag="--json") if args.json else None
+    if args.threads is not None:
+        limit_threads(args.threads)
     if args.what == "dit" and args.sparse:
         if args.preset not in sparse_bench.SPARSE_PRESETS:
             raise UserInputError(f"--preset {args.preset}: bench dit --sparse has presets "
@@ -42,7 +67,8 @@ def run(args) -> int:
     elif args.what == "vae":
         module, report = vae_bench, vae_bench.run_vae_bench(args.preset, memory=not args.no_memory)
     elif args.what == "sample":
-        module, report = sample_bench, sample_bench.run_sample_bench(args.preset, steps=args.steps)
+        module, report = sample_bench, sample_bench.run_sample_bench(
+            args.preset, steps=args.steps, torch_compile=not args.no_torch_compile)
     elif args.what == "data":
         if not args.packed:
             raise UserInputError("bench data needs --packed DIR (a `gw-jax pack` output)")

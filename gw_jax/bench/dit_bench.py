@@ -2,11 +2,14 @@
 
 The PyTorch side is diffusers' ``CosmosTransformer3DModel`` (the Cosmos-Predict2 architecture
 GigaWorld-0 uses) set to the same dimensions, eager and ``torch.compile``. Warm-up and compilation are
-timed separately; steady-state numbers are medians of repeated runs.
+timed separately; steady-state numbers are medians of repeated runs, timed in interleaved rounds (JAX, eager,
+compiled, JAX, ...) so that load from other processes hits every row alike. ``gw-jax bench --threads N`` puts
+both frameworks on the same N cores (the default: all cores this process may use; the table states them).
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -38,6 +41,17 @@ def median_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def thread_info() -> dict:
+    """The threads each side may use: both default to every core this process may run on (state it in tables)."""
+    info = {"cpus": len(os.sched_getaffinity(0)), "load_average": [round(x, 2) for x in os.getloadavg()]}
+    try:
+        import torch
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return info
 
 
 def model_flops(p: dict, params: int, train: bool) -> float:
@@ -85,7 +99,9 @@ def jax_forward(p: dict, dtype: str = "float32", **model_kwargs):
     return forward, params
 
 
-def bench_jax(p: dict, dtype: str = "float32", **model_kwargs) -> dict:
+def bench_jax(p: dict, dtype: str = "float32", timers: dict | None = None, **model_kwargs) -> dict:
+    """Compile and time; ``timers`` (a dict) also receives the warmed-up ``forward_s`` / ``train_step_s``
+    callables, for :func:`interleaved_medians`."""
     forward, params = jax_forward(p, dtype, **model_kwargs)
 
     tx = optax.adamw(1e-4)
@@ -101,11 +117,12 @@ def bench_jax(p: dict, dtype: str = "float32", **model_kwargs) -> dict:
     result["forward_compile_s"] = time.perf_counter() - start
     fwd(params).block_until_ready()
     result["forward_s"] = median_time(lambda: fwd(params).block_until_ready(), p["repeats"])
-    opt_state = tx.init(params)
+    train_params = jax.tree.map(jnp.copy, params)  # the step donates its state; the forward keeps `params`
+    opt_state = tx.init(train_params)
     start = time.perf_counter()
-    step = jax.jit(train_step, donate_argnums=(0, 1)).lower(params, opt_state).compile()
+    step = jax.jit(train_step, donate_argnums=(0, 1)).lower(train_params, opt_state).compile()
     result["train_compile_s"] = time.perf_counter() - start
-    state = {"params": params, "opt": opt_state}
+    state = {"params": train_params, "opt": opt_state}
 
     def one_step():
         state["params"], state["opt"], loss = step(state["params"], state["opt"])
@@ -113,10 +130,12 @@ def bench_jax(p: dict, dtype: str = "float32", **model_kwargs) -> dict:
 
     one_step()
     result["train_step_s"] = median_time(one_step, p["repeats"])
+    if timers is not None:
+        timers.update(forward_s=lambda: fwd(params).block_until_ready(), train_step_s=one_step)
     return result
 
 
-def bench_torch(p: dict, compile_model: bool) -> dict | None:
+def bench_torch(p: dict, compile_model: bool, timers: dict | None = None) -> dict | None:
     """PyTorch on its GPU when it sees one (CUDA), else on the CPU; ``device`` in the result says which."""
     try:
         import torch
@@ -156,31 +175,54 @@ def bench_torch(p: dict, compile_model: bool) -> dict | None:
     train_step()
     result["train_compile_s"] = time.perf_counter() - start if compile_model else 0.0
     result["train_step_s"] = median_time(train_step, p["repeats"])
+    if timers is not None:
+        def forward_no_grad():
+            with torch.no_grad():
+                forward()
+
+        timers.update(forward_s=forward_no_grad, train_step_s=train_step)
     return result
+
+
+def interleaved_medians(rows: dict, timers: dict, repeats: int) -> None:
+    """Re-times every row in rounds (each round runs every implementation once, in turn), so load from other
+    processes that comes and goes hits all rows alike; replaces the rows' medians with these."""
+    times = {(name, key): [] for name, fns in timers.items() for key in fns}
+    for _ in range(repeats):
+        for (name, key), samples in times.items():
+            start = time.perf_counter()
+            timers[name][key]()
+            samples.append(time.perf_counter() - start)
+    for (name, key), samples in times.items():
+        rows[name][key] = statistics.median(samples)
 
 
 def run_dit_bench(preset: str = "cpu", *, torch_compile: bool = True) -> dict:
     p = dict(PRESETS[preset])
-    rows = {"jax (XLA, jit)": dict(bench_jax(p), device=jax.default_backend())}
-    eager = bench_torch(p, compile_model=False)
+    timers = {name: {} for name in ("jax (XLA, jit)", "pytorch eager", "pytorch torch.compile")}
+    rows = {"jax (XLA, jit)": dict(bench_jax(p, timers=timers["jax (XLA, jit)"]), device=jax.default_backend())}
+    eager = bench_torch(p, compile_model=False, timers=timers["pytorch eager"])
     if eager is not None:
         rows["pytorch eager"] = eager
         if torch_compile:
             try:
-                rows["pytorch torch.compile"] = bench_torch(p, compile_model=True)
+                rows["pytorch torch.compile"] = bench_torch(p, compile_model=True,
+                                                            timers=timers["pytorch torch.compile"])
             except Exception as e:  # inductor needs a C++ toolchain; report instead of failing the bench
                 rows["pytorch torch.compile"] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+    interleaved_medians(rows, {name: fns for name, fns in timers.items() if fns}, p["repeats"])
     for row in rows.values():
         if "params" in row:
             row["forward_tflops_per_s"] = model_flops(p, row["params"], False) / row["forward_s"] / 1e12
             row["train_tflops_per_s"] = model_flops(p, row["params"], True) / row["train_step_s"] / 1e12
-    return dict(preset=preset, shape=p, device=str(jax.devices()[0]), rows=rows)
+    return dict(preset=preset, shape=p, device=str(jax.devices()[0]), threads=thread_info(), rows=rows)
 
 
 def markdown_table(report: dict) -> str:
     rows = report["rows"]
     base = rows["jax (XLA, jit)"]
-    lines = [f"DiT bench, preset `{report['preset']}` on {report['device']}: {report['shape']}", "",
+    lines = [f"DiT bench, preset `{report['preset']}` on {report['device']}: {report['shape']}; "
+             f"threads {report.get('threads')}", "",
              "| implementation | device | params | forward (s) | train step (s) | compile fwd / train (s) | "
              "JAX speed-up fwd / train |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in rows.items():

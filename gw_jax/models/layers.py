@@ -27,7 +27,12 @@ class Linear(nnx.Linear):
         self.lora = nnx.data(None)  # a LoRAAdapter once one is attached
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = super().__call__(x)
+        # one (tokens, in) @ (in, out) matmul: with several leading axes the kernel gradient contracts over
+        # all of them, and XLA:CPU then transposes the output gradient into a copy and runs a slower
+        # doubly-transposed dot (docs/benchmarks.md: ~8-12% of the CPU DiT train step); the reshape is free
+        lead = x.shape[:-1]
+        y = super().__call__(x.reshape(-1, x.shape[-1]) if len(lead) > 1 else x)
+        y = y.reshape(*lead, y.shape[-1])
         if self.lora is not None:
             y = y + self.lora(x, self.dtype or x.dtype).astype(y.dtype)
         return y
