@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from gw_jax.parallel.context_attention import context_parallel_attention, mesh_sharded_attention
-from gw_jax.parallel.logical import current_mesh
+from gw_jax.parallel.logical import compute_platform
 
 AttentionFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 _KERNELS: dict[str, AttentionFn] = {}
@@ -110,9 +110,7 @@ def resolve_auto(dtype=jnp.bfloat16) -> str:
     """The kernel ``auto`` picks for inputs of ``dtype``: ``splash`` on TPU, ``cudnn`` on an NVIDIA GPU (it
     takes bf16/f16 only), ``xla`` elsewhere. The platform is the active mesh's (an ahead-of-time TPU
     compile on a CPU host sees TPU devices), else the default backend's."""
-    mesh = current_mesh()
-    platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
-    impl = AUTO_KERNELS.get(platform, "xla")
+    impl = AUTO_KERNELS.get(compute_platform(), "xla")
     return "xla" if impl == "cudnn" and jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16) else impl
 
 
