@@ -19,7 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
         model_channels=2048, num_blocks=28, num_heads=16,
         crossattn_emb_channels=1024, adaln_lora_dim=256,
         scan_blocks=True, remat_policy="full", dtype="bfloat16", param_dtype="float32",
-        attention_impl="xla",
+        attention_impl="auto",  # splash on TPU, cudnn on GPU, exact xla on CPU (gw_jax.models.attention)
     ))
     config.data.update(dict(num_frames=61, height=480, width=640, fps=16.0))
     config.latents = "precomputed"

@@ -19,13 +19,25 @@ def test_dit_bench_table_jax_vs_pytorch_eager():
 @pytest.mark.tpu
 @pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="needs libtpu (pip install -e '.[tpu]')")
 def test_compile_for_a_small_tpu_topology():
+    """The 2B configs' attention default (``auto``) compiles as the Pallas splash kernel under shard_map for TPU,
+    with a roofline estimate; ``xla`` compiles no Pallas kernel."""
     from gw_jax.config import load_config
     from gw_jax.train.compile import compile_report
 
-    config = load_config("configs/tiny.py", ["--config.train.global_batch_size=4"])
-    report = compile_report(config, "v5e:2x2", dict(fsdp=2, context=2))
+    default = load_config("configs/gigaworld0_2b.py").model.attention_impl
+    config = load_config("configs/tiny.py", ["--config.train.global_batch_size=4",
+                                             f"--config.model.attention_impl={default}"])
+    report = compile_report(config, "v5e:2x2", dict(fsdp=2, context=2), with_roofline=True)
     assert report["chips"] == 4 and report["fits"]
     assert 0 < report["per_chip"]["temporaries_gib"] < 1
+    assert report["attention_impl"] == "splash" and report["pallas_kernels"] > 0
+    roofline = report["roofline"]
+    assert roofline["extra_flops"] > 0 and roofline["flops"] > roofline["extra_flops"]
+    assert roofline["step_s"] == max(roofline["compute_s"], roofline["hbm_s"], roofline["ici_s"]) > 0
+    assert 0 < roofline["mfu"] < 1 and roofline["collectives"]["all-gather"]["count"] > 0
+    config.model.attention_impl = "xla"
+    report = compile_report(config, "v5e:2x2", dict(fsdp=2, context=2))
+    assert report["attention_impl"] == "xla" and report["pallas_kernels"] == 0
 
 
 def test_vae_bench_times_both_frameworks_and_reports_memory():

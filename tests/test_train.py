@@ -1,5 +1,7 @@
 """Sharded training on 8 fake CPU devices: equality with one device, exact resume, mesh-changing restore."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from gw_jax.config import load_config
 from gw_jax.diffusion import reference_loss
+from gw_jax.models.attention import register_attention, xla_attention
+from gw_jax.parallel.context_attention import mesh_sharded_attention
 from gw_jax.parallel.logical import use_mesh_rules
 from gw_jax.parallel.mesh import make_mesh
 from gw_jax.train.checkpoint import Checkpointer, abstract_with_shardings
@@ -49,9 +53,14 @@ def one_step(config, mesh):
     return jax.device_get(metrics), jax.device_get(new_state.params)
 
 
+# the shard_map wrapper splash and cudnn run under, the exact kernel inside (splash itself: tests/test_parallel.py)
+register_attention("mesh_sharded_xla", functools.partial(mesh_sharded_attention, local_fn=xla_attention))
+
+
 @pytest.mark.parametrize("axes,impl", [
     (dict(data=2, fsdp=2, context=2), "context_ring"),
     (dict(fsdp=2, tensor=2, context=2), "context_allgather"),
+    pytest.param(dict(fsdp=2, tensor=2, context=2), "mesh_sharded_xla", marks=pytest.mark.slow),
     # the XLA SPMD miscompile dit_blocks.replicate_features avoids (fast check: test_sharded_forward_...)
     pytest.param(dict(data=2, fsdp=2, tensor=2), "xla", marks=pytest.mark.slow),
     pytest.param(dict(data=2, fsdp=4), "xla", marks=pytest.mark.slow),

@@ -48,8 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mesh axes (default: all devices data-parallel), e.g. data=2,context=4 (ring attention)")
     parser.add_argument("--dtype", default="float32", help="transformer compute dtype (bfloat16 on TPU/GPU)")
     parser.add_argument("--attention", default=None,
-                        help="attention kernel: xla | cudnn | splash (TPU: needed for 2B on one v5e) | context_ring | "
-                             "context_allgather (default: context_ring when the mesh has context > 1, else xla)")
+                        help="attention kernel: xla | cudnn | splash (TPU: needed for 2B on one v5e) | auto | "
+                             "context_ring | context_allgather (default: context_ring when the mesh has context > 1, "
+                             "else xla)")
     parser.add_argument("--no-progress", action="store_true")
 
 

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gw_jax.parallel.logical import compute_platform
+
 DEFAULT_KERNEL_INIT = nnx.initializers.lecun_normal()
 
 
@@ -27,11 +29,13 @@ class Linear(nnx.Linear):
         self.lora = nnx.data(None)  # a LoRAAdapter once one is attached
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        # one (tokens, in) @ (in, out) matmul: with several leading axes the kernel gradient contracts over
-        # all of them, and XLA:CPU then transposes the output gradient into a copy and runs a slower
-        # doubly-transposed dot (docs/benchmarks.md: ~8-12% of the CPU DiT train step); the reshape is free
+        # XLA:CPU: one (tokens, in) @ (in, out) matmul. With several leading axes the kernel gradient contracts
+        # over all of them, and XLA:CPU transposes the output gradient into a copy and runs a slower
+        # doubly-transposed dot (docs/benchmarks.md: ~8-12% of the CPU DiT train step). Not on TPU/GPU: there,
+        # merging a data-sharded batch with a context-sharded length would reshard (all-to-alls) every layer.
         lead = x.shape[:-1]
-        y = super().__call__(x.reshape(-1, x.shape[-1]) if len(lead) > 1 else x)
+        flatten = len(lead) > 1 and compute_platform() == "cpu"
+        y = super().__call__(x.reshape(-1, x.shape[-1]) if flatten else x)
         y = y.reshape(*lead, y.shape[-1])
         if self.lora is not None:
             y = y + self.lora(x, self.dtype or x.dtype).astype(y.dtype)

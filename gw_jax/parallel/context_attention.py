@@ -7,6 +7,12 @@ Two schedules, both with ``shard_map`` over the mesh from :func:`gw_jax.parallel
   an online softmax (flash-attention style running max and sum), so no device ever holds all K/V.
 Layout (B, L, H, D) as everywhere in gw_jax. Without a mesh (or with context size 1) both reduce to
 plain attention.
+
+:func:`mesh_sharded_attention` runs any per-device kernel (Pallas splash, cuDNN flash attention) under
+``shard_map`` on the whole mesh: batch over ``data``/``fsdp``, heads over ``tensor``, queries over
+``context`` with keys/values all-gathered over ``context`` (the ``allgather`` schedule). A custom kernel
+(a Pallas or cuDNN custom call) has no SPMD partitioning rule, so without it XLA would gather the whole
+sequence and every head onto every device.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import PartitionSpec
 
 from gw_jax.parallel.logical import current_mesh, logical_to_spec
@@ -62,6 +69,33 @@ def _ring_local(q, k, v, *, axis_size: int):
     (out, _, row_sum, _, _), _ = jax.lax.scan(fold, init, None, length=axis_size)
     out = out / row_sum[..., None]
     return jnp.einsum("bhqd->bqhd", out).astype(q.dtype)
+
+
+def _divides(mesh, axes, n: int) -> bool:
+    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    return n % max(1, int(np.prod([mesh.shape[a] for a in axes]))) == 0
+
+
+def mesh_sharded_attention(q, k, v, *, local_fn):
+    """``local_fn(q, k, v)`` on each device's share of (B, L, H, D) q, k, v: batch over the ``act_batch``
+    axes, heads over ``act_heads``, queries over ``context``. Keys/values of self-attention (as long as the
+    queries) are split over ``context`` and all-gathered inside (backward: reduce-scatter); shorter ones
+    (cross-attention text) stay whole on each device. A dimension that does not divide by its mesh axes is
+    left unsplit. Exact: each device computes full-softmax attention for its queries and heads."""
+    mesh = current_mesh()
+    if mesh is None or mesh.size == 1:
+        return local_fn(q, k, v)
+    batch, _, heads = logical_to_spec(("act_batch", None, "act_heads"), mesh=mesh)
+    batch = batch if _divides(mesh, batch, q.shape[0]) else None
+    heads = heads if _divides(mesh, heads, q.shape[2]) else None
+    size = mesh.shape.get(CONTEXT_AXIS, 1)
+    split_q = size > 1 and q.shape[1] % size == 0
+    split_kv = split_q and k.shape[1] == q.shape[1]
+    q_spec = PartitionSpec(batch, CONTEXT_AXIS if split_q else None, heads, None)
+    kv_spec = PartitionSpec(batch, CONTEXT_AXIS if split_kv else None, heads, None)
+    local = functools.partial(_allgather_local, attention_fn=local_fn) if split_kv else local_fn
+    return jax.shard_map(local, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec), out_specs=q_spec,
+                         check_vma=False)(q, k, v)
 
 
 def context_parallel_attention(q, k, v, *, schedule: str = "ring", fallback=None):

@@ -66,6 +66,13 @@ def current_mesh() -> Mesh | None:
     return _state.mesh
 
 
+def compute_platform() -> str:
+    """The platform the traced computation runs on: the active mesh's devices' (an ahead-of-time TPU compile
+    on a CPU host sees TPU devices), else the default backend's ("cpu", "gpu", "tpu")."""
+    mesh = _state.mesh
+    return mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+
+
 def logical_to_spec(names: Sequence[str | None], rules: LogicalRules | None = None,
                     mesh: Mesh | None = None) -> PartitionSpec:
     """Maps logical names to a PartitionSpec; a mesh axis is used at most once, size-1 axes dropped."""
