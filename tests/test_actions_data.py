@@ -47,6 +47,11 @@ def test_pack_stores_action_statistics_and_the_loader_normalises_with_them(packe
     clips = load_clips(raw, 4, 5, HashTextEncoder(), action_stats=stats)
     np.testing.assert_allclose(clips["actions"][int(batch["episode"][0])], batch["actions"][0], rtol=1e-5,
                                atol=1e-5)
+    # `train --config.data.raw_dir`: statistics of the raw episodes themselves, the same as the pack's
+    own = load_clips(raw, 4, 5, HashTextEncoder(), action_stats="own")
+    for key in ("mean", "std"):
+        np.testing.assert_allclose(own["action_stats"][key], stats[key], rtol=1e-6, atol=1e-7)
+    assert own["action_stats"]["frames"] == stats["frames"] and own["action_stats"]["episodes"] == 4
 
 
 def test_asking_for_actions_from_data_without_them_is_one_clear_error(tmp_path):

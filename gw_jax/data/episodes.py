@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gw_jax.data.pack import action_stats as stats_from_sums
+from gw_jax.data.pack import action_stats as stats_from_sums, add_action_sums
 from gw_jax.data.sim import load_episode
 from gw_jax.data.transforms import clip_actions
 from gw_jax.errors import UserInputError
@@ -42,9 +42,10 @@ def load_clips(directory: Path, count: int, clip_frames: int, text_encoder, *,
     out = dict(video=np.stack(videos), text_emb=emb, fps=np.asarray(fps, np.float32), prompts=prompts)
     if action_stats is not None:
         if action_stats == "own":
-            action_stats = stats_from_sums([dict(action_sums=dict(
-                count=sum(len(a) for a in actions), episodes=len(actions), sum=np.sum([a.sum(0) for a in actions], 0),
-                sumsq=np.sum([np.square(a.astype(np.float64)).sum(0) for a in actions], 0)))])
+            sums = None
+            for i, episode_actions in enumerate(actions):
+                sums = add_action_sums(sums, dict(actions=episode_actions, name=f"{directory}/{i}"))
+            action_stats = stats_from_sums([dict(action_sums=sums)])
         out["actions"] = np.stack([clip_actions(a, index, action_stats) for a, index in zip(actions, indices,
                                                                                              strict=True)])
         out["action_stats"] = action_stats

@@ -132,7 +132,7 @@ def _episode_record(raw_dir, stem: str, episode_id: int, prompt: str, text_emb: 
     return encode_example(features), features
 
 
-def _add_action_sums(sums: dict | None, features: dict) -> dict | None:
+def add_action_sums(sums: dict | None, features: dict) -> dict | None:
     """Running per-dimension count / sum / sum of squares of the episodes' actions (float64), for the index."""
     actions = features.get("actions")
     if actions is None or actions.ndim != 2 or not len(actions):
@@ -180,7 +180,7 @@ def pack_shard(job: dict) -> dict:
                 continue
             writer.write(record)
             episodes.append(stem)
-            sums = _add_action_sums(sums, features)
+            sums = add_action_sums(sums, features)
     manifest = dict(file=job["file"], records=len(writer.offsets), offsets=writer.offsets,
                     bytes=writer.size, sha256=writer.sha256, episodes=episodes, inputs=job["inputs"],
                     text_encoder=job["text_encoder"], skipped=skipped, schema_version=SCHEMA_VERSION,

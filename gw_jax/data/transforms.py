@@ -39,8 +39,13 @@ def clip_actions(actions_fa: np.ndarray, index: np.ndarray, stats: dict) -> np.n
     """The normalised action behind each sampled frame: frame e shows the result of the command issued at frame
     e - 1 (the simulator records a frame's command as the frame is captured), frame 0 takes its own; (T, A)."""
     source = np.clip(np.asarray(index) - 1, 0, len(actions_fa) - 1)
+    return normalise_actions(np.asarray(actions_fa)[source], stats)
+
+
+def normalise_actions(actions_fa: np.ndarray, stats) -> np.ndarray:
+    """(actions - mean) / std per action dimension, with the training data's statistics (``index["actions"]``)."""
     mean, std = np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
-    return ((np.asarray(actions_fa, np.float32)[source] - mean) / std).astype(np.float32)
+    return ((np.asarray(actions_fa, np.float32) - mean) / std).astype(np.float32)
 
 
 def clip_from_record(features: dict, rng: np.random.Generator, *, num_frames: int, height: int, width: int,

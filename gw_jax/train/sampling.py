@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gw_jax.diffusion import sample_reference, with_actions
+from gw_jax.data.transforms import normalise_actions
 from gw_jax.diffusion.generate import resize_and_crop
 from gw_jax.errors import UserInputError
 from gw_jax.models.factory import load_codec, load_text_encoder
@@ -51,8 +52,7 @@ def sample_workdir(workdir: str | Path, first_frame: np.ndarray, prompt: str, *,
     codec, text = load_codec(config), load_text_encoder(config)
     model = setup.model_def.merge(state.ema_params if ema else state.params, setup.init_frozen())
     if actions is not None:
-        normalised = (np.asarray(actions, np.float32) - np.asarray(stats.mean)) / np.asarray(stats.std)
-        model = with_actions(model, normalised[None].astype(np.float32), guidance=(
+        model = with_actions(model, normalise_actions(actions, stats)[None], guidance=(
             config.sample.get("action_guidance", 0.0) if action_guidance is None else action_guidance))
     height, width = config.data.height, config.data.width
     first = to_model_frame(first_frame, height, width) if first_frame.dtype == np.uint8 else first_frame
