@@ -1,6 +1,7 @@
 """Objective, reference-frame masks, samplers and long rollouts."""
 
 from gw_jax.diffusion.actions import drop_actions, with_actions
+from gw_jax.diffusion.autoregressive import next_latent, sample_autoregressive
 from gw_jax.diffusion.control import with_control
 from gw_jax.diffusion.masks import latent_ref_masks_from_frames, sample_latent_ref_masks, sample_ref_masks
 from gw_jax.diffusion.objective import reference_loss, reference_loss_terms, sample_training_inputs
@@ -9,8 +10,9 @@ from gw_jax.diffusion.samplers import (karras_sigmas, make_x0_fn, sample_flow_eu
                                        sample_reference, sample_res2)
 
 __all__ = [
-    "drop_actions", "karras_sigmas", "latent_ref_masks_from_frames", "make_x0_fn", "reference_loss",
+    "drop_actions", "karras_sigmas", "latent_ref_masks_from_frames", "make_x0_fn", "next_latent", "reference_loss",
     "reference_loss_terms",
-    "rollout", "sample_flow_euler", "sample_flow_heun", "sample_latent_ref_masks", "sample_ref_masks",
+    "rollout", "sample_flow_euler", "sample_flow_heun", "sample_autoregressive", "sample_latent_ref_masks",
+    "sample_ref_masks",
     "sample_reference", "sample_res2", "sample_training_inputs", "with_actions", "with_control",
 ]

@@ -5,7 +5,8 @@
     out, _ = sample_reference(with_actions(model, a, guidance=2.0), noise, ...)   # action guidance at sampling
 
 The per-frame actions are grouped into one chunk per latent frame (``models.action_embed.chunk_actions``:
-``action_frames`` frames each, F = 1 + action_frames (T - 1)). ``present`` (B,) marks clips whose actions count
+``action_frames`` frames each, F = 1 + action_frames (T - 1)); 4-d actions (B, T, action_frames, A) are such chunks
+already (a window of a longer rollout: ``gw_jax.diffusion.autoregressive``). ``present`` (B,) marks clips whose actions count
 (0: dropped, the model's null-action mode). ``guidance`` g > 0 runs the model a second time without actions and
 returns ``out + g (out - out_null)``: classifier-free guidance on the actions alone (v is affine in the x0 the
 samplers use, so guiding the output guides x0 alike). Under prompt guidance the batch is doubled, and so are the
@@ -42,7 +43,8 @@ class WithActions(nnx.Module):
 
     def __call__(self, x, timesteps, crossattn_emb, fps, padding_mask=None):
         b = x.shape[0]
-        chunks = _tile(chunk_actions(self.actions[...], x.shape[2], self.action_frames), b)
+        actions = self.actions[...]
+        chunks = _tile(actions if actions.ndim == 4 else chunk_actions(actions, x.shape[2], self.action_frames), b)
         out = self.model(x, timesteps, crossattn_emb, fps, padding_mask, actions=chunks,
                          action_present=_tile(self.present[...], b))
         if self.guidance:

@@ -5,6 +5,11 @@ sigma = exp(N(p_mean, p_std)); flow time t = sigma / (1 + sigma); the network se
 (sigma^2 + 1) / sigma^2 * mean((denoised - x0)^2). Reference latents replace the noisy input unchanged,
 a mask channel marks them, their flow time comes from a tiny augment sigma, and their denoised output is
 overwritten by the reference latents (zero error, but by default they still count in the mean).
+
+Diffusion forcing (a gw_jax option, ``loss.frame_sigmas="independent"``; Vid2World, Chen et al. 2024): sigma
+(B, T) gives every latent frame its own noise level, drawn independently from the same log-normal; the weight
+(sigma^2 + 1) / sigma^2 then applies per frame. With a temporal-causal DiT any mix of clean history and noisy
+future is in distribution, which autoregressive rollouts (``gw_jax.diffusion.autoregressive``) rely on.
 """
 
 from __future__ import annotations
@@ -23,11 +28,19 @@ def flow_time(sigma):
     return sigma / (1.0 + sigma)
 
 
-def sample_training_inputs(key: jax.Array, latents_shape, *, p_mean: float = 0.0, p_std: float = 1.0):
-    """(noise like latents, sigma (B, 1)) with log sigma ~ N(p_mean, p_std)."""
+FRAME_SIGMAS = ("shared", "independent")
+
+
+def sample_training_inputs(key: jax.Array, latents_shape, *, p_mean: float = 0.0, p_std: float = 1.0,
+                           frame_sigmas: str = "shared"):
+    """(noise like latents, sigma) with log sigma ~ N(p_mean, p_std): sigma (B, 1), one per clip (the
+    reference), or (B, T) with ``frame_sigmas="independent"``, one per latent frame (diffusion forcing)."""
+    if frame_sigmas not in FRAME_SIGMAS:
+        raise ValueError(f"frame_sigmas {frame_sigmas!r}: choose from {FRAME_SIGMAS}")
     key_noise, key_sigma = jax.random.split(key)
     noise = jax.random.normal(key_noise, latents_shape, jnp.float32)
-    sigma = jnp.exp(p_mean + p_std * jax.random.normal(key_sigma, (latents_shape[0], 1), jnp.float32))
+    per_clip = latents_shape[2] if frame_sigmas == "independent" else 1
+    sigma = jnp.exp(p_mean + p_std * jax.random.normal(key_sigma, (latents_shape[0], per_clip), jnp.float32))
     return noise, sigma
 
 
@@ -51,9 +64,10 @@ def zero_padding_mask(latents_shape, dtype=jnp.float32):
 
 def reference_loss_terms(model: Denoiser, latents, noise, sigma, ref_masks, context, fps, *,
                          augment_sigma: float = TRAIN_AUGMENT_SIGMA, exclude_reference_from_mean: bool = False):
-    """Everything the reference computes in one training forward (for tests and diagnostics)."""
+    """Everything the reference computes in one training forward (for tests and diagnostics). ``sigma`` (B, 1),
+    or (B, T) for a noise level per latent frame (diffusion forcing)."""
     b = latents.shape[0]
-    s = jnp.reshape(sigma, (b, 1, 1, 1, 1)).astype(jnp.float32)
+    s = jnp.reshape(sigma, (b, 1, -1, 1, 1)).astype(jnp.float32)  # (B, 1, 1 or T, 1, 1)
     t = flow_time(s)
     noisy = latents + noise * s
     ref_latents = latents * ref_masks
@@ -62,16 +76,21 @@ def reference_loss_terms(model: Denoiser, latents, noise, sigma, ref_masks, cont
     denoised = (1.0 - t) * noisy - t * pred.astype(jnp.float32)
     denoised = ref_masks * ref_latents + (1.0 - ref_masks) * denoised
     squared = jnp.square(denoised - latents)
+    loss_weight = (jnp.square(s) + 1.0) / jnp.square(s)
+    per_frame = s.shape[2] > 1
+    if per_frame:  # each frame's error weighted by its own sigma (one sigma: the reference's order of operations)
+        squared = squared * loss_weight
     if exclude_reference_from_mean:
         weight = jnp.broadcast_to(1.0 - ref_masks, squared.shape)
         per_sample = jnp.sum(squared * weight, axis=(1, 2, 3, 4)) / jnp.maximum(jnp.sum(weight, axis=(1, 2, 3, 4)), 1.0)
     else:
         per_sample = jnp.mean(squared, axis=(1, 2, 3, 4))
-    loss_weight = (jnp.square(s) + 1.0) / jnp.square(s)
+    if not per_frame:
+        per_sample = loss_weight.reshape(b) * per_sample
     return dict(model_input=model_input, timesteps=timesteps, pred=pred, denoised=denoised,
-                per_sample_loss=loss_weight.reshape(b) * per_sample)
+                per_sample_loss=per_sample)
 
 
 def reference_loss(model: Denoiser, latents, noise, sigma, ref_masks, context, fps, **kwargs) -> jax.Array:
-    """Per-sample reference loss (B,) for latents (B,16,T,H,W), sigma (B,1), ref_masks (B,1,T,1,1)."""
+    """Per-sample reference loss (B,) for latents (B,16,T,H,W), sigma (B,1) or (B,T), ref_masks (B,1,T,1,1)."""
     return reference_loss_terms(model, latents, noise, sigma, ref_masks, context, fps, **kwargs)["per_sample_loss"]

@@ -11,6 +11,8 @@ All kernels take q (B, Lq, H, D), k and v (B, Lk, H, D) and return (B, Lq, H, D)
 - ``context_ring`` / ``context_allgather``: context-parallel attention over the ``context`` mesh axis
   (gw_jax.parallel.context_attention);
 - ``blocksparse``: ``xla`` here; it selects the block-sparse kernel for NATTEN (sparse) DiT blocks.
+A boolean ``mask`` (broadcastable to (B, H, Lq, Lk), True = attend; the DiT's ``temporal_causal`` option) is taken
+by ``xla`` only (XLA's SPMD partitioner shards it with q, k, v); the other kernels refuse it rather than ignore it.
 ``cudnn`` and ``splash`` run under ``shard_map`` on the active mesh (batch over data/fsdp, heads over tensor,
 queries over context with K/V all-gathered: gw_jax.parallel.context_attention). New kernels register with
 :func:`register_attention` without touching the model.
@@ -39,19 +41,35 @@ def available_attention() -> list[str]:
     return sorted(_KERNELS)
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str = "xla") -> jax.Array:
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str = "xla", mask: jax.Array | None = None
+              ) -> jax.Array:
     try:
         kernel = _KERNELS[impl]
     except KeyError:
         raise ValueError(f"unknown attention impl {impl!r}; available: {available_attention()}") from None
-    return kernel(q, k, v)
+    if mask is None:
+        return kernel(q, k, v)
+    if impl not in MASKED_IMPLS:
+        raise ValueError(f"attention impl {impl!r} takes no mask (temporal_causal): use one of {MASKED_IMPLS}")
+    return xla_attention(q, k, v, mask=mask)
 
 
-def xla_attention(q, k, v):
+# kernels that take a mask (the others would drop it: refused in ``attention``)
+MASKED_IMPLS = ("xla",)
+
+
+def xla_attention(q, k, v, mask=None):
     """The parity reference: ``jax.nn.dot_product_attention``'s XLA path with everything in float32."""
     f32 = jnp.float32
-    return jax.nn.dot_product_attention(q.astype(f32), k.astype(f32), v.astype(f32),
+    return jax.nn.dot_product_attention(q.astype(f32), k.astype(f32), v.astype(f32), mask=mask,
                                         implementation="xla").astype(q.dtype)
+
+
+def frame_causal_mask(frames: int, length: int) -> jax.Array:
+    """(1, 1, L, L) bool: token i (of ``length`` = frames x tokens-per-frame, frame-major) attends to token j when
+    j's frame is not after i's (block-causal over frames, full within a frame)."""
+    frame = jnp.arange(length) // (length // frames)
+    return (frame[:, None] >= frame[None, :])[None, None]
 
 
 def cudnn_attention(q, k, v):

@@ -9,6 +9,10 @@ Called like the reference, in its NCTHW layout::
 
 ``action_dim`` (a gw_jax option, default None: off) adds Cosmos-Predict2-style action conditioning
 (``gw_jax.models.action_embed``): per latent frame a chunk of ``action_frames`` per-frame actions.
+``temporal_causal`` (a gw_jax option, default False) makes self-attention block-causal over latent frames (a
+token sees its own and earlier frames; Vid2World's causal temporal attention, no new weights): the output at
+frame t does not depend on frames after t, which autoregressive rollouts need
+(``gw_jax.diffusion.autoregressive``). It needs ``attention_impl="xla"`` and dense blocks (no NATTEN).
 
 x (B, C_in, T, H, W) latents + reference-mask channel; timesteps (B, 1, T, 1, 1) one flow time per
 latent frame; crossattn_emb (B, L, C_text); fps a scalar or (B,); padding_mask (B, 1, 8H, 8W).
@@ -40,7 +44,8 @@ from gw_jax.models.rope import rope_angles
 from gw_jax.parallel.logical import constrain
 
 # gw_jax options that are not reference constructor kwargs
-OPTION_KEYS = ("scan_blocks", "remat_policy", "dtype", "param_dtype", "attention_impl", "action_dim", "action_frames")
+OPTION_KEYS = ("scan_blocks", "remat_policy", "dtype", "param_dtype", "attention_impl", "action_dim", "action_frames",
+               "temporal_causal")
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -71,7 +76,7 @@ class GigaWorld0DiT(nnx.Module):
                  natten_parameters: list | None = None, moe_parameters: Mapping | None = None, *,
                  scan_blocks: bool = True, remat_policy: str = "none", dtype="float32",
                  param_dtype="float32", attention_impl: str = "xla", action_dim: int | None = None,
-                 action_frames: int = 1, rngs: nnx.Rngs):
+                 action_frames: int = 1, temporal_causal: bool = False, rngs: nnx.Rngs):
         if isinstance(patch_spatial, (list, tuple)):
             patch_spatial = int(patch_spatial[0])
         # per-block NATTEN neighbourhoods, checked against the largest latent grid the config declares
@@ -98,6 +103,11 @@ class GigaWorld0DiT(nnx.Module):
             if action_frames < 1:
                 raise UserInputError(f"action_frames {action_frames} must be at least 1")
             self.config.update(action_dim=action_dim, action_frames=action_frames)
+        if temporal_causal:  # not a reference kwarg either: in config.json only when set
+            if attention_impl != "xla" or self.natten is not None:
+                raise UserInputError(f"temporal_causal needs attention_impl='xla' and no natten_parameters (got "
+                                     f"{attention_impl!r}): the other kernels take no mask")
+            self.config.update(temporal_causal=True)
         self.scan_blocks, self.remat_policy, self.attention_impl = scan_blocks, remat_policy, attention_impl
         dtype, param_dtype = _dtype(dtype), _dtype(param_dtype)
         self.dtype = dtype
@@ -112,7 +122,7 @@ class GigaWorld0DiT(nnx.Module):
         make_block = functools.partial(
             TransformerBlock, block_config, d, crossattn_emb_channels, num_heads, mlp_ratio, adaln_lora_dim,
             self.config["moe_parameters"], attention_impl=attention_impl,
-            natten_options=self.natten.options if self.natten else (), **kw)
+            natten_options=self.natten.options if self.natten else (), temporal_causal=temporal_causal, **kw)
 
         @nnx.split_rngs(splits=num_blocks)
         @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from einops import rearrange
 from flax import nnx
 
-from gw_jax.models.attention import attention
+from gw_jax.models.attention import attention, frame_causal_mask
 from gw_jax.models.neighborhood_attention import scheduled_attention
 from gw_jax.models.layers import RMSNorm, layer_norm, linear
 from gw_jax.models.rope import apply_rope
@@ -34,11 +34,13 @@ def replicate_features(modulation_btd: jax.Array) -> jax.Array:
 
 
 class Attention(nnx.Module):
-    """Bias-free multi-head attention with RMSNorm on q and k per head; RoPE on self-attention only."""
+    """Bias-free multi-head attention with RMSNorm on q and k per head; RoPE on self-attention only.
+    ``temporal_causal`` (self-attention): a token sees the tokens of its own and earlier latent frames only."""
 
     def __init__(self, dim: int, context_dim: int | None, num_heads: int, *, attention_impl: str,
-                 rngs: nnx.Rngs, dtype, param_dtype, natten_options: tuple = ()):
+                 rngs: nnx.Rngs, dtype, param_dtype, natten_options: tuple = (), temporal_causal: bool = False):
         self.is_self = context_dim is None
+        self.temporal_causal = temporal_causal and self.is_self
         self.natten_options = tuple(natten_options) if self.is_self else ()  # distinct NATTEN configs
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         inner = self.num_heads * self.head_dim
@@ -54,7 +56,7 @@ class Attention(nnx.Module):
         # cross-attention keys are a handful of text tokens: never context-parallel
         self.attention_impl = attention_impl if self.is_self or not attention_impl.startswith("context") else "xla"
 
-    def __call__(self, x_bld, context_bmc=None, rope_angles=None, sparse=None):
+    def __call__(self, x_bld, context_bmc=None, rope_angles=None, sparse=None, frames: int = 1):
         source = x_bld if self.is_self else context_bmc
         split = lambda t: rearrange(t, "b l (h d) -> b l h d", h=self.num_heads)
         q = self.q_norm(split(self.to_q(x_bld)))
@@ -68,7 +70,8 @@ class Attention(nnx.Module):
             out = scheduled_attention(q, k, v, code=sparse[0], grid=sparse[1], options=self.natten_options,
                                       impl=self.attention_impl, dense=dense)
         else:
-            out = attention(q, k, v, impl=self.attention_impl)
+            mask = frame_causal_mask(frames, q.shape[1]) if self.temporal_causal else None
+            out = attention(q, k, v, impl=self.attention_impl, mask=mask)
         return self.to_out(rearrange(out, "b l h d -> b l (h d)"))
 
 
@@ -136,13 +139,13 @@ class ModulatedSubBlock(nnx.Module):
 
     def __init__(self, kind: str, dim: int, context_dim: int, num_heads: int, mlp_ratio: float,
                  adaln_lora_dim: int, moe_parameters: dict | None, *, attention_impl: str, rngs, dtype, param_dtype,
-                 natten_options: tuple = ()):
+                 natten_options: tuple = (), temporal_causal: bool = False):
         kind = kind.lower()
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         self.kind = kind
         if kind in SELF_ATTENTION:
             self.block = Attention(dim, None, num_heads, attention_impl=attention_impl,
-                                   natten_options=natten_options, **kw)
+                                   natten_options=natten_options, temporal_causal=temporal_causal, **kw)
         elif kind in CROSS_ATTENTION:
             self.block = Attention(dim, context_dim, num_heads, attention_impl=attention_impl, **kw)
         elif kind in MLP:
@@ -164,7 +167,7 @@ class ModulatedSubBlock(nnx.Module):
         if self.kind in MLP:
             out = self.block(tokens)
         else:
-            out = self.block(tokens, context_bmc, rope_angles, sparse=sparse)
+            out = self.block(tokens, context_bmc, rope_angles, sparse=sparse, frames=t)
         return x_btsd + gate * rearrange(out, "b (t s) d -> b t s d", t=t).astype(x_btsd.dtype)
 
 
@@ -173,11 +176,11 @@ class TransformerBlock(nnx.Module):
 
     def __init__(self, block_config: str, dim: int, context_dim: int, num_heads: int, mlp_ratio: float,
                  adaln_lora_dim: int, moe_parameters: dict | None, *, attention_impl: str, rngs, dtype, param_dtype,
-                 natten_options: tuple = ()):
+                 natten_options: tuple = (), temporal_causal: bool = False):
         self.sub_blocks = nnx.List([
             ModulatedSubBlock(kind, dim, context_dim, num_heads, mlp_ratio, adaln_lora_dim, moe_parameters,
                               attention_impl=attention_impl, rngs=rngs, dtype=dtype, param_dtype=param_dtype,
-                              natten_options=natten_options)
+                              natten_options=natten_options, temporal_causal=temporal_causal)
             for kind in block_config.split("-")
         ])
 

@@ -55,6 +55,8 @@ RULES = {
     "data.width": _int_at_least(1),
     "data.fps": _number(0, low_open=True),
     "data.worker_count": _int_at_least(0),
+    "loss.frame_sigmas": ((lambda v: v in ("shared", "independent")), "'shared' or 'independent'"),
+    "loss.ref_factor": _int_at_least(1),
 }
 
 

@@ -38,9 +38,13 @@ def base_config() -> ml_collections.ConfigDict:
         temperal_downsample=(False, True, True),
     ))
     # The reference objective (EDMLoss sigma_method=3, use_flow=True) and reference-frame masks;
-    # action_dropout: the share of clips whose actions are dropped (a DiT with model.action_dim set).
+    # action_dropout: the share of clips whose actions are dropped (a DiT with model.action_dim set);
+    # frame_sigmas: "shared" (the reference: one sigma per clip) | "independent" (one per latent frame: diffusion
+    # forcing, for causal autoregressive models); ref_factor: video frames per latent frame in max_ref_frames
+    # (the MaskGenerator's 4, Wan's; 1 for a codec without temporal compression) when the step draws the masks.
     c.loss = ml_collections.ConfigDict(dict(
-        p_mean=0.0, p_std=1.0, max_ref_frames=1, ref_start=1, action_dropout=0.0,
+        p_mean=0.0, p_std=1.0, max_ref_frames=1, ref_start=1, action_dropout=0.0, frame_sigmas="shared",
+        ref_factor=4,
     ))
     c.train = ml_collections.ConfigDict(dict(
         global_batch_size=8, accum_steps=1, num_steps=1000,

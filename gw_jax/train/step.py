@@ -39,13 +39,15 @@ def make_loss_fn(model_def: ModelDef, loss_cfg, latent_fn: LatentFn | None = Non
         latents = latents.astype(jnp.float32)
         key_inputs, key_masks = jax.random.split(key)
         noise, sigma = diffusion.sample_training_inputs(
-            key_inputs, latents.shape, p_mean=loss_cfg.p_mean, p_std=loss_cfg.p_std)
+            key_inputs, latents.shape, p_mean=loss_cfg.p_mean, p_std=loss_cfg.p_std,
+            frame_sigmas=loss_cfg.get("frame_sigmas", "shared"))
         if "ref_mask" in batch:  # drawn per clip by the data loader, as the reference's transform does
             ref_masks = diffusion.latent_ref_masks_from_frames(batch["ref_mask"], latents.shape[2])
         else:
             ref_masks = diffusion.sample_latent_ref_masks(
                 key_masks, batch_size=latents.shape[0], num_latent_frames=latents.shape[2],
-                max_ref_frames=loss_cfg.max_ref_frames, start=loss_cfg.ref_start)
+                max_ref_frames=loss_cfg.max_ref_frames, start=loss_cfg.ref_start,
+                factor=loss_cfg.get("ref_factor", 4))
         model = model_def.merge(params, frozen)
         if "actions" in batch:  # dropped clips train the null-action mode (guidance on actions)
             present = diffusion.drop_actions(jax.random.fold_in(key, 1), latents.shape[0],
