@@ -16,6 +16,7 @@ from gw_jax.errors import UserInputError
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("gw_jax.demo", "the data engine end to end: sim, pack, train, roll out, report"),
+    "causal-demo": ("gw_jax.demo_causal", "a causal action world model rolled out one frame at a time, 4x its clip"),
     "sim": ("gw_jax.data.sim_cli", "simulate robot-arm episodes with MuJoCo (mp4 + txt + npz)"),
     "pack": ("gw_jax.data.pack_cli", "pack episodes into sharded TFRecords with text embeddings"),
     "verify": ("gw_jax.data.verify_cli", "check every record and checksum of a packed dataset"),
@@ -37,7 +38,7 @@ def _top_parser() -> argparse.ArgumentParser:
         prog="gw-jax",
         description="GigaWorld-0 world model in JAX.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="commands:\n" + "\n".join(f"  {n:<9} {h}" for n, (_, h) in COMMANDS.items()),
+        epilog="commands:\n" + "\n".join(f"  {n:<11} {h}" for n, (_, h) in COMMANDS.items()),
     )
     parser.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND")
     return parser

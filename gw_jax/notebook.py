@@ -78,3 +78,8 @@ def bench_figure(report: dict):
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+from gw_jax.play import Player  # noqa: E402  (the notebooks' play loop: actions in, next frames out)
+
+__all__ = ["Player", "bench_figure", "loss_figure", "pick", "runtime", "smoke", "to_uint8"]

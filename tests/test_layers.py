@@ -25,8 +25,8 @@ LAYERS = {
     "parallel": 1,
     "models": 2, "convert": 2, "geometry": 2,
     "diffusion": 3, "data": 3, "testing": 3,  # testing: tiny release-layout folders (tests, notebooks' smoke mode)
-    "train": 4, "idm": 4, "physics": 4, "engine": 4,
-    "cli": 5, "demo": 5, "bench": 5, "notebook": 5,  # notebook: what the colab/ notebooks share
+    "train": 4, "idm": 4, "physics": 4, "engine": 4, "play": 4,  # play: the AR world model's play loop
+    "cli": 5, "demo": 5, "demo_causal": 5, "bench": 5, "notebook": 5,  # notebook: what the colab/ notebooks share
 }
 APP_LAYER = 5
 
@@ -42,8 +42,8 @@ def is_command(module: str) -> bool:
 
 def is_app(module: str) -> bool:
     parts = module.split(".")
-    return (is_command(module) or module == "gw_jax.demo" or (len(parts) > 1 and parts[1] == "bench")
-            or parts[-1] == "report" or parts[-1].endswith("_report"))
+    return (is_command(module) or module in ("gw_jax.demo", "gw_jax.demo_causal")
+            or (len(parts) > 1 and parts[1] == "bench") or parts[-1] == "report" or parts[-1].endswith("_report"))
 
 
 def layer_of(module: str) -> int | None:
