@@ -9,8 +9,8 @@ The per-frame actions are grouped into one chunk per latent frame (``models.acti
 chunks already (a window of a longer rollout: ``gw_jax.diffusion.autoregressive``). ``present`` (B,) marks clips
 whose actions count (0: dropped, the model's null-action mode). ``guidance`` g > 0 runs the model a second time
 without actions and returns ``out + g (out - out_null)``: classifier-free guidance on the actions alone (v is affine
-in the x0 the samplers use, so guiding the output guides x0 alike). Under prompt guidance the batch is doubled, and so are the
-actions. The wrapper is an nnx module (the actions ride as Variables) so samplers split and merge it.
+in the x0 the samplers use, so guiding the output guides x0 alike). Under prompt guidance the batch is doubled, and
+so are the actions. The wrapper is an nnx module (the actions ride as Variables) so samplers split and merge it.
 """
 
 from __future__ import annotations
