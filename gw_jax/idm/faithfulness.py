@@ -26,7 +26,9 @@ from gw_jax.idm.pipeline import evaluate, predict
 from gw_jax.idm.train import joint_metrics, load
 
 GOAL_R2 = 0.8  # issue 17: the IDM recovers the commanded joints from action-driven rollouts
-PLOTTED = ("truth", "action", "action_swapped", "trained", "copy_first_frame")
+PLOTTED = ("copy_first_frame", "trained", "truth", "action_swapped", "action")  # drawn in this order
+COLOURS = dict(copy_first_frame="tab:purple", trained="tab:red", truth="tab:gray", action_swapped="tab:green",
+               action="tab:blue")
 
 
 def faithfulness(rollouts: Rollouts, predict_joints: Callable[[np.ndarray], np.ndarray], skip_frames: int = 1
@@ -95,21 +97,25 @@ def plot_faithfulness(path: str | Path, curves: dict, r2: dict, names) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(names), figsize=(2.5 * len(names), 2.9), squeeze=False)
-    for j, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
+    cols = 4
+    fig, axes = plt.subplots(-(-(len(names) + 1) // cols), cols, figsize=(3.0 * cols, 5.8), squeeze=False)
+    axes = axes.ravel()
+    for j, (ax, name) in enumerate(zip(axes, names, strict=False)):
         lo, hi = np.inf, -np.inf
-        for key in (k for k in PLOTTED if k in curves):
+        for key in (k for k in PLOTTED if k in curves):  # floors first, the action-driven sets on top
             pred, true = curves[key][0][..., j].ravel(), curves[key][1][..., j].ravel()
-            ax.scatter(true, pred, s=6, alpha=0.6, label=f"{key} (R² {r2[key]:.2f})")
+            ax.scatter(true, pred, s=7, alpha=0.65, color=COLOURS[key], label=f"{key} (R² {r2[key]:.2f})")
             lo, hi = min(lo, true.min(), pred.min()), max(hi, true.max(), pred.max())
         ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
         ax.set_title(str(name), fontsize=9)
         ax.set_xlabel("commanded (or true) joint", fontsize=8)
+        ax.set_ylabel("IDM on the video", fontsize=8)
         ax.tick_params(labelsize=7)
-    axes[0][0].set_ylabel("IDM on video", fontsize=8)
-    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=len(PLOTTED), fontsize=8,
-               markerscale=2, frameon=False)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    for ax in axes[len(names):]:
+        ax.axis("off")
+    axes[-1].legend(*axes[0].get_legend_handles_labels(), loc="center", fontsize=8, markerscale=2, frameon=False,
+                    title="R²: mean over joints", title_fontsize=8)
+    fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
