@@ -153,7 +153,7 @@ def test_old_single_file_checkpoint_says_retrain(tmp_path, capsys):
     assert "not a readable IDM checkpoint" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # ~50 s under load: trains a (3-step) IDM; the bookkeeping is in tests/test_idm_faithfulness.py
+@pytest.mark.slow  # 50-90 s under load: trains a (3-step) IDM; the bookkeeping is in tests/test_idm_faithfulness.py
 def test_cli_faithfulness_on_generator_like_frames(episodes, arrays, tmp_path, capsys):
     from gw_jax.data.rollouts import ROLLOUTS_FILE, save_rollouts
     from gw_jax.idm.data import match_frames
