@@ -1,6 +1,10 @@
 """``gw-jax causal-demo``: a causal, diffusion-forced, action-conditioned world model rolled out 4x its clip.
 
-    gw-jax causal-demo --out runs/causal --seed 0          # ~10 min idle on 2 CPU cores; docs/causal.md
+    gw-jax causal-demo --out runs/causal --seed 0
+
+Measured (seed 0, 2 shared CPU cores under load 7-12: 1003 s wall, 657 CPU s): PSNR over the 32 generated latent
+frames 23.58 dB driven by the true actions vs 19.36 dB copying the first frame (last clip: 24.00 vs 17.60; 30 of 32
+frames above the copy); SSIM 0.791 vs 0.650. Numbers, plot and rollouts: docs/causal.md.
 
 1. simulate robot-arm episodes of 65 frames (train + held-out), 8 fps, as the quick demo's simulator;
 2. train the quick demo's latent codec (PatchVAE, 32x32 frames -> 8x8x16 latents, one latent per frame) on every

@@ -197,3 +197,18 @@ def test_ar_actions_slide_with_the_window():
     assert np.abs(a[:, :, 5:] - b[:, :, 5:]).max() > 1e-2
     with pytest.raises(ValueError, match="do not cover"):
         run(actions[:, :6])
+
+
+def test_train_config_checks_the_new_loss_fields():
+    from gw_jax.train.config_checks import check_train_config
+    from gw_jax.train.defaults import base_config
+
+    config = base_config()
+    check_train_config(config)
+    assert config.loss.frame_sigmas == "shared"  # the reference objective by default
+    config.loss.frame_sigmas = "uniform"
+    with pytest.raises(UserInputError, match="loss.frame_sigmas"):
+        check_train_config(config)
+    config.loss.frame_sigmas, config.loss.ref_factor = "independent", 0
+    with pytest.raises(UserInputError, match="loss.ref_factor"):
+        check_train_config(config)
