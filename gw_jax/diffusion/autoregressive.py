@@ -42,7 +42,8 @@ from gw_jax.models.action_embed import chunk_actions
 def next_latent(model, window_latents, position, key, *, context, actions=None, action_guidance: float = 0.0,
                 **sampler):
     """The latent frame at ``position`` of ``window_latents`` (B, C, S, H, W), whose frames before ``position``
-    (an int, traced or not) are the clean history; frames from ``position`` on are ignored (placeholders).
+    (an int, traced or not) are the clean history; frames after ``position`` are placeholders (a temporal-causal
+    DiT does not see them).
     ``actions``: the window's chunks (B, S, action_frames, A). ``sampler``: keyword arguments of
     ``sample_reference`` (negative_context, fps, steps, guidance, sigma_max, augment_sigma, ...). Returns
     (B, C, 1, H, W)."""
