@@ -2,9 +2,10 @@
 
     gw-jax causal-demo --out runs/causal --seed 0
 
-Measured (seed 0, 2 shared CPU cores under load 7-12: 1003 s wall, 657 CPU s): PSNR over the 32 generated latent
-frames 23.58 dB driven by the true actions vs 19.36 dB copying the first frame (last clip: 24.00 vs 17.60; 30 of 32
-frames above the copy); SSIM 0.791 vs 0.650. Numbers, plot and rollouts: docs/causal.md.
+Measured on 2 shared CPU cores under load 7-13 (seed 0: 1003 s wall, 657 CPU s; seed 1: 1229 s, 650 CPU s): PSNR
+over the 32 generated latent frames driven by the true actions 23.58 / 23.79 dB vs 19.36 / 18.81 dB copying the
+first frame (last clip 24.00 / 23.54 vs 17.60 / 17.99; 30 / 31 of 32 frames above the copy); SSIM 0.791 / 0.797 vs
+0.650 / 0.629. Numbers, plot and rollouts: docs/causal.md.
 
 1. simulate robot-arm episodes of 65 frames (train + held-out), 8 fps, as the quick demo's simulator;
 2. train the quick demo's latent codec (PatchVAE, 32x32 frames -> 8x8x16 latents, one latent per frame) on every
