@@ -20,7 +20,7 @@ from gw_jax.errors import UserInputError
 from gw_jax.idm.data import split
 from gw_jax.lam import train
 from gw_jax.lam.models import LatentActionModel, pool_frames
-from gw_jax.lam.probe import pixel_pca_features, ridge_probe, transition_targets
+from gw_jax.lam.probe import pixel_pca_features, quadratic_features, ridge_probe, transition_targets
 from gw_jax.lam.train import load
 
 __all__ = ["fit", "load", "latent_actions", "probe", "label", "plot_probe"]
@@ -63,6 +63,10 @@ def _transitions(x_nt):
     return x_nt.reshape(-1, *x_nt.shape[2:])
 
 
+def _identity(x):
+    return x
+
+
 def _features(model, videos, rows_train, rows_test):
     z = train.latent_actions(model, videos["frames"])
     return _transitions(z[rows_train]), _transitions(z[rows_test])
@@ -74,7 +78,9 @@ def probe(workdir: str | Path, data: str | Path, *, probe_fraction: float = 0.4,
     on ``data``'s episodes, split by episode into probe-train and probe-test (``probe_fraction`` of them).
 
     The same probe on an untrained LAM (same architecture and seed, random weights) and on the top principal
-    components of the pixel differences x_{t+1} - x_t (as many as latent dimensions) gives the baselines.
+    components of the pixel differences x_{t+1} - x_t (as many as latent dimensions) gives the baselines. Each
+    feature set is also probed quadratically, as a diagnostic (``<name>_quadratic``: ridge on the features and
+    their pairwise products).
     Also reports the decoder's next-frame MSE with each episode's own latent actions, with another
     episode's, and the copy-the-frame MSE."""
     meta, model = load(workdir)
@@ -99,10 +105,11 @@ def probe(workdir: str | Path, data: str | Path, *, probe_fraction: float = 0.4,
         y_train, y_test = (_transitions(y[rows]) for rows in (rows_train, rows_test))
         results["targets"][target] = {}
         for name, (f_train, f_test) in features.items():
-            fitted = ridge_probe(f_train, y_train, f_test, y_test, alpha)
-            results["targets"][target][name] = dict(r2_mean=fitted["r2_mean"],
-                                                    r2=dict(zip(JOINT_NAMES, map(float, fitted["r2"]), strict=True)))
-            curves[target, name] = fitted["pred"]
+            for suffix, lift in (("", _identity), ("_quadratic", quadratic_features)):
+                fitted = ridge_probe(lift(f_train), y_train, lift(f_test), y_test, alpha)
+                results["targets"][target][name + suffix] = dict(
+                    r2_mean=fitted["r2_mean"], r2=dict(zip(JOINT_NAMES, map(float, fitted["r2"]), strict=True)))
+                curves[target, name + suffix] = fitted["pred"]
         results["targets"][target]["test_std"] = dict(zip(JOINT_NAMES, map(float, y_test.std(0)), strict=True))
         curves[target, "true"] = y_test
     test_frames = videos["frames"][rows_test]
@@ -142,29 +149,39 @@ def label(videos: str | Path, out: str | Path, workdir: str | Path) -> list[Path
 
 
 def plot_probe(path: str | Path, curves: dict, target: str, results: dict, points: int = 4000) -> None:
-    """Predicted vs true per dimension of ``target`` on the probe-test transitions, one colour per feature."""
+    """Linear-probe prediction vs truth per dimension of ``target`` on the probe-test transitions (LAM and its
+    untrained twin), and a bar chart of every feature set's per-dimension R²."""
     import matplotlib  # only for plots: keeps importing the package light
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    true = curves[target, "true"]
-    names = [n for n in ("pixel_pca", "untrained_lam", "lam") if (target, n) in curves]
+    true, scores = curves[target, "true"], results["targets"][target]
+    colours = {"pixel_pca": "tab:gray", "untrained_lam": "tab:orange", "lam": "tab:blue"}
     rows = np.random.default_rng(0).permutation(len(true))[:points]
-    fig, axes = plt.subplots(1, true.shape[1], figsize=(2.5 * true.shape[1], 2.8), squeeze=False)
-    for j, ax in enumerate(axes[0]):
-        for name, colour in zip(names, ("tab:gray", "tab:orange", "tab:blue"), strict=False):
-            r2 = results["targets"][target][name]["r2"][JOINT_NAMES[j]]
-            ax.scatter(true[rows, j], curves[target, name][rows, j], s=2, alpha=0.4, color=colour,
-                       label=f"{name} R² {r2:.2f}")
+    fig, axes = plt.subplots(2, 4, figsize=(12, 6))
+    axes = axes.ravel()
+    for j, ax in enumerate(axes[:true.shape[1]]):
+        for name in ("untrained_lam", "lam"):
+            ax.scatter(true[rows, j], curves[target, name][rows, j], s=3, alpha=0.4, color=colours[name],
+                       label=f"{name} R² {scores[name]['r2'][JOINT_NAMES[j]]:.2f}")
         lo, hi = true[:, j].min(), true[:, j].max()
         ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
         ax.set_title(JOINT_NAMES[j], fontsize=9)
         ax.set_xlabel("true", fontsize=8)
-        ax.tick_params(labelsize=6)
-        ax.legend(fontsize=5, markerscale=4, loc="upper left")
-    axes[0][0].set_ylabel("linear probe", fontsize=8)
-    fig.suptitle(f"{target}: linear probe on probe-test transitions", fontsize=10)
+        ax.set_ylabel("linear probe", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7, markerscale=3, loc="upper left")
+    bars = axes[-1]
+    x = np.arange(len(JOINT_NAMES))
+    for k, (name, colour) in enumerate(colours.items()):
+        bars.bar(x + (k - 1) * 0.27, [scores[name]["r2"][n] for n in JOINT_NAMES], 0.27, color=colour,
+                 label=f"{name} (mean {scores[name]['r2_mean']:.2f})")
+    bars.set_xticks(x, [n.replace("_", "\n") for n in JOINT_NAMES], fontsize=6)
+    bars.axhline(0, color="k", lw=0.5)
+    bars.set_title("linear-probe R² per dimension", fontsize=9)
+    bars.legend(fontsize=7)
+    fig.suptitle(f"{target}: linear probes on {len(true)} probe-test transitions", fontsize=10)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)

@@ -3,6 +3,7 @@
   targets = transition_targets(actions_ntd, joints_ntd)      {"action": ..., "command_offset": ..., "joint_delta": ...}
   result = ridge_probe(feats_train, y_train, feats_test, y_test)   {"r2": (D,), "r2_mean": float, "pred": ...}
   feats = pixel_pca_features(frames_train, frames_test, dim)  the trivial baseline: PCA of x_{t+1} - x_t
+  quad = quadratic_features(feats)                             products of pairs too: a quadratic probe
 
 All arrays are per transition t -> t+1 (flattened over episodes); the split is by episode, done by the caller.
 """
@@ -41,6 +42,13 @@ def ridge_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_
     pred = b @ weights + y_mean
     r2 = r2_scores(pred, y_test)
     return dict(r2=r2, r2_mean=float(r2.mean()), pred=pred)
+
+
+def quadratic_features(x: np.ndarray) -> np.ndarray:
+    """[x, x_i * x_j for i <= j]: a ridge map on these is a quadratic probe (does the feature hold the target,
+    but bent?)."""
+    i, j = np.triu_indices(x.shape[1])
+    return np.concatenate([x, x[:, i] * x[:, j]], axis=1)
 
 
 def pixel_pca_features(diff_train: np.ndarray, diff_test: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
