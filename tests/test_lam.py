@@ -84,11 +84,11 @@ def test_lam_learns_moving_square_and_checkpoint_round_trip(tmp_path):
     assert z.shape == (24, 5, 7)
     # on unseen episodes the decoder needs each pair's own latent: another episode's does worse
     own = next_frame_mse(model, video[16:], z[16:])
-    assert own < 0.7 * next_frame_mse(model, video[16:], np.roll(z[16:], 1, axis=0))
+    assert own < 0.7 * next_frame_mse(model, video[16:], np.roll(z[16:], 1, axis=0))  # 0.48 x when written
     # and the latent holds the move: a linear probe on held-out episodes
     probe = ridge_probe(z[:16].reshape(-1, 7), moves[:16].reshape(-1, 2), z[16:].reshape(-1, 7),
                         moves[16:].reshape(-1, 2))
-    assert probe["r2_mean"] > 0.3, probe["r2"]
+    assert probe["r2_mean"] > 0.25, probe["r2"]  # 0.43 when written
     meta = dict(size=SIZE, latent_dim=7, noise=0.1, seed=0)
     save(tmp_path / "w", meta, model)
     meta_back, back = load(tmp_path / "w")
@@ -133,10 +133,17 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert main(["lam", "probe", "--workdir", str(work), "--data", str(data), "--json", str(tmp_path / "p.json")]) == 0
     results = json.loads((tmp_path / "p.json").read_text())
     assert results["episodes_seen_in_lam_training"] == [0, 1, 2, 3]  # probing the training folder says so
-    assert set(results["targets"]["joint_delta"]) == {"lam", "untrained_lam", "pixel_pca", "test_std"}
+    assert set(results["targets"]["joint_delta"]) == {"lam", "untrained_lam", "pixel_pca", "lam_quadratic", "test_std",
+                                                      "untrained_lam_quadratic", "pixel_pca_quadratic"}
     assert (work / "probe.png").is_file()
     capsys.readouterr()
     assert main(["lam", "label", str(data), str(tmp_path / "labels"), "--workdir", str(work)]) == 0
     z = np.load(tmp_path / "labels" / "0.latent_actions.npy")
     assert z.shape == (5, 7) and z.dtype == np.float32
     np.testing.assert_array_equal(z[0], z[1])  # row 0 repeats row 1 (the action behind frame 1)
+    # the demo's layout: the simulator's `actions` one (row e: the move e -> e+1, the last row repeated)
+    from gw_jax.lam.pipeline import episode_latent_actions
+
+    (sim_layout,) = episode_latent_actions(work, data, [0])
+    np.testing.assert_allclose(sim_layout[:-1], z[1:], atol=1e-6)
+    np.testing.assert_array_equal(sim_layout[-1], sim_layout[-2])

@@ -5,6 +5,7 @@
   z_ntd = latent_actions(model, frames_nthwc, meta)       (N, T-1, latent_dim): labels for unlabelled video
   results = probe(workdir, probe_dir, plot="lam.png")     linear-probe R² vs an untrained LAM and pixel PCA
   written = label(videos_dir, out_dir, workdir)           OUT/<name>.latent_actions.npy, (F, latent_dim)
+  z_list = episode_latent_actions(workdir, sim_dir, ids)   per episode, in the simulator's `actions` layout
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gw_jax.data.sim import load_episode
 from gw_jax.data.sim_scene import ARM_JOINTS
 from gw_jax.data.video import read_video
 from gw_jax.errors import UserInputError
@@ -23,7 +25,7 @@ from gw_jax.lam.models import LatentActionModel, pool_frames
 from gw_jax.lam.probe import pixel_pca_features, quadratic_features, ridge_probe, transition_targets
 from gw_jax.lam.train import load
 
-__all__ = ["fit", "load", "latent_actions", "probe", "label", "plot_probe"]
+__all__ = ["fit", "load", "latent_actions", "probe", "label", "episode_latent_actions", "plot_probe"]
 JOINT_NAMES = (*ARM_JOINTS, "gripper")  # the 7 action / joint dimensions
 
 
@@ -122,6 +124,20 @@ def probe(workdir: str | Path, data: str | Path, *, probe_fraction: float = 0.4,
         plot_probe(plot, curves, "joint_delta", results)
         results["plot"] = str(plot)
     return results
+
+
+def episode_latent_actions(workdir: str | Path, directory: str | Path, episodes) -> list[np.ndarray]:
+    """The latent actions of `gw-jax sim` episodes in the simulator's own ``actions`` layout, one (F, latent_dim)
+    array per episode: row e is the latent action of the move e -> e+1 (the one the command recorded at frame e
+    drives; the last row repeats the one before). So ``transforms.clip_actions`` and the pack's statistics
+    helpers treat them exactly as they treat the recorded commands."""
+    meta, model = load(workdir)
+    out = []
+    for i in episodes:
+        frames = load_episode(directory, int(i))["frames"]
+        z = latent_actions(model, frames[None], meta)[0]
+        out.append(np.concatenate([z, z[-1:]]).astype(np.float32))
+    return out
 
 
 def label(videos: str | Path, out: str | Path, workdir: str | Path) -> list[Path]:
