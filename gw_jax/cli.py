@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 
+from gw_jax import host_memory
 from gw_jax.errors import UserInputError
 
 # name -> (module, one-line help)
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         _top_parser().parse_args(argv[:1] or ["--help"])  # prints help / error and exits
     name, rest = argv[0], argv[1:]
     module_name, help_text = COMMANDS[name]
+    host_memory.keep_freed_memory()  # before JAX starts its threads: XLA:CPU calls stop page-faulting their temporaries
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:

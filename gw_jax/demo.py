@@ -13,7 +13,9 @@
    image + text ("trained"), trained driven by the episode's true actions ("action") and by another held-out
    episode's actions ("action_swapped", a control that must score lower);
 6. write side-by-side videos (ground truth | untrained | trained | action), a loss curve and report.json with
-   PSNR / SSIM / FVD of the generated frames against ground truth and against repeating the first frame.
+   PSNR / SSIM / FVD of the generated frames against ground truth and against repeating the first frame, and
+   rollouts.npz: every rollout at its native size with the held-out joints and which episode's actions drove
+   it (``gw_jax.data.rollouts``; `gw-jax idm faithfulness` reads it).
 
 Why each setting is what it is, with the measurements: docs/demo.md.
 """
@@ -33,6 +35,7 @@ import numpy as np
 from gw_jax.data.episodes import load_clips
 from gw_jax.data.loader import ClipTransform, PackedRecords, packed_action_stats
 from gw_jax.data.pack import action_stats, add_action_sums, pack, verify
+from gw_jax.data.rollouts import ROLLOUTS_FILE, save_rollouts
 from gw_jax.data.sim import load_episode, simulate_dataset
 from gw_jax.data.transforms import clip_actions, sample_frame_indices
 from gw_jax.data.video import write_video
@@ -124,6 +127,11 @@ def _cpu_seconds() -> float:
 
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def _joint_names(directory: Path) -> list[str]:
+    with np.load(Path(directory) / "0.npz") as gt:
+        return [str(n) for n in gt["joint_names"]]
 
 
 def clip_states(directory: Path, episodes, clip_frames: int) -> np.ndarray:
@@ -236,9 +244,10 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
     trained = result.state.ema_params if settings["sample_params"] == "ema" else result.state.params
     key = jax.random.key(seed + 7)
     runs = [("untrained", initial, None), ("trained", trained, None)]  # image + text
-    if use_actions:  # the episode's own actions, and (a control) the next held-out episode's
-        runs += [("action", trained, test_clips["actions"]), ("action_swapped", trained,
-                                                               np.roll(test_clips["actions"], 1, axis=0))]
+    rows = np.arange(settings["heldout_episodes"])
+    drivers = dict(action=rows, action_swapped=np.roll(rows, 1)) if use_actions else {}  # whose actions drive
+    for name, driver in drivers.items():  # the episode's own actions, and (a control) another held-out episode's
+        runs.append((name, trained, test_clips["actions"][driver]))
     rollouts = {}
     for name, params, actions in runs:
         model = result.model_def.merge(params)
@@ -258,6 +267,9 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
     losses = read_metrics(out / "train")
     write_results(out, truth, rollouts["untrained"], rollouts["trained"], test_clips["prompts"], losses,
                   float(test_clips["fps"][0]), action=rollouts.get("action"))
+    names = _joint_names(out / "episodes" / "heldout")  # clip_states' first columns are the joints
+    save_rollouts(out / ROLLOUTS_FILE, dict(truth=truth, codec=codec_video, **rollouts), test_states[..., :len(names)],
+                  names, drivers, episodes=rows, fps=float(test_clips["fps"][0]))
     report = dict(
         **scores,
         psnr_gain_db=scores["psnr_trained"] - scores["psnr_untrained"],
@@ -317,6 +329,6 @@ def run(args) -> int:
         print(f"driven by the episode's actions: PSNR {report['psnr_action']:.2f} dB, SSIM {report['ssim_action']:.3f}"
               f"  (another episode's actions: PSNR {report['psnr_action_swapped']:.2f} dB, "
               f"SSIM {report['ssim_action_swapped']:.3f})")
-    print(f"wrote {args.out}/report.json, videos/, rollouts.png, loss.png in {report['total_s']:.0f}s "
+    print(f"wrote {args.out}/report.json, {ROLLOUTS_FILE}, videos/, rollouts.png, loss.png in {report['total_s']:.0f}s "
           f"({report['cpu_s']:.0f} CPU-s)")
     return 0

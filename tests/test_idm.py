@@ -151,3 +151,34 @@ def test_old_single_file_checkpoint_says_retrain(tmp_path, capsys):
     (old / "segmenter").mkdir()
     assert main(["idm", "eval", "--workdir", str(old), "--data", str(tmp_path)]) == 2
     assert "not a readable IDM checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # 50-90 s under load: trains a (3-step) IDM; the bookkeeping is in tests/test_idm_faithfulness.py
+def test_cli_faithfulness_on_generator_like_frames(episodes, arrays, tmp_path, capsys):
+    from gw_jax.data.rollouts import ROLLOUTS_FILE, save_rollouts
+    from gw_jax.idm.data import match_frames
+
+    workdir, run, report = tmp_path / "w", tmp_path / "run", tmp_path / "faithfulness.json"
+    assert main(["idm", "train", "--data", str(episodes), "--workdir", str(workdir), "--steps", "3",
+                 "--seg-steps", "3", "--pool", "2", "--clip-frames", "5"]) == 0
+    small = match_frames(arrays, pool=2, clip_frames=5)  # what a codec with pool 2 and 5-frame clips would show
+    rows = np.arange(len(small["frames"]))
+    run.mkdir()
+    save_rollouts(run / ROLLOUTS_FILE, dict(truth=small["frames"], action=small["frames"],
+                                            action_swapped=small["frames"]),
+                  small["joints"], small["joint_names"], dict(action=rows, action_swapped=np.roll(rows, 1)))
+    assert main(["idm", "faithfulness", "--demo", str(run), "--workdir", str(workdir), "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert set(result["sets"]) == {"truth", "action", "action_swapped", "action_swapped_vs_own"}
+    assert result["r2"]["truth"] == result["r2"]["action"]  # same frames, same commanded joints
+    assert result["r2"]["action_swapped_vs_own"] == result["r2"]["truth"]
+    assert result["idm"]["pool"] == 2 and result["frames_scored"] == 4
+    assert result["idm_heldout"]["episodes"] == 1  # the IDM's own held-out episode, at 16x16 and 5 frames
+    assert (run / "faithfulness.png").stat().st_size > 1000
+    assert "R²" in capsys.readouterr().out
+
+    save_rollouts(run / ROLLOUTS_FILE, dict(truth=arrays["frames"][:, :5]), arrays["joints"][:, :5],
+                  small["joint_names"])  # full-size frames: not what this IDM was trained on
+    assert main(["idm", "faithfulness", "--demo", str(run), "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--pool" in err and len(err.splitlines()) == 1, err

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Layer of each top-level name under gw_jax (a package or a module); apps are found by name (is_app).
 LAYERS = {
-    "": 0, "errors": 0, "config": 0, "storage": 0, "video_metrics": 0,
+    "": 0, "errors": 0, "config": 0, "storage": 0, "video_metrics": 0, "host_memory": 0,
     "parallel": 1,
     "models": 2, "convert": 2, "geometry": 2,
     "diffusion": 3, "data": 3, "testing": 3,  # testing: tiny release-layout folders (tests, notebooks' smoke mode)

@@ -63,6 +63,27 @@ def load_episodes(directory: str | Path, cache: bool = True) -> dict[str, np.nda
     return arrays
 
 
+def match_frames(arrays: dict[str, np.ndarray], pool: int = 1, clip_frames: int | None = None) -> dict:
+    """Episodes as a generator shows them: every frame ``pool`` x ``pool`` average-pooled (rounded to uint8, as
+    a codec with that pool decodes; masks: arm where at least half the pooled pixels were) and ``clip_frames``
+    frames kept by linspace sampling (the demo's clips); joints at the same frames."""
+    n, t, h, w, _ = arrays["frames"].shape
+    if pool < 1 or h % pool or w % pool:
+        raise UserInputError(f"--pool {pool}: must be at least 1 and divide the {h}x{w} frames")
+    if clip_frames is not None and not 1 <= clip_frames <= t:
+        raise UserInputError(f"--clip-frames {clip_frames}: must be in 1..{t} (the episodes' length)")
+    if pool == 1 and clip_frames in (None, t):
+        return arrays
+    keep = np.linspace(0, t - 1, clip_frames or t).astype(int)
+
+    def pooled(x):  # (N, T, H, W, ...) -> (N, T', H / pool, W / pool, ...), float
+        x = np.asarray(x[:, keep], np.float32)
+        return x.reshape(n, len(keep), h // pool, pool, w // pool, pool, *x.shape[4:]).mean(axis=(3, 5))
+
+    return dict(arrays, frames=pooled(arrays["frames"]).round().astype(np.uint8),
+                masks=(pooled(arrays["masks"]) >= 0.5).astype(np.uint8), joints=arrays["joints"][:, keep])
+
+
 def split(n: int, val_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic (train, held-out) positions; at least one held-out episode when n >= 2."""
     order = np.random.default_rng(seed).permutation(n)

@@ -28,10 +28,13 @@ def _need_steps(steps: int, flag: str) -> None:
 
 
 def fit(data: str | Path, workdir: str | Path, *, steps: int = 2000, seg_steps: int = 300, masked: bool = True,
-        seed: int = 0, progress: bool = True) -> dict:
-    """Trains (segmenter +) IDM on ``data``'s training split and saves them into ``workdir``."""
+        seed: int = 0, pool: int = 1, clip_frames: int | None = None, progress: bool = True) -> dict:
+    """Trains (segmenter +) IDM on ``data``'s training split and saves them into ``workdir``.
+
+    ``pool`` / ``clip_frames``: train on frames as a generator shows them (``data.match_frames``: e.g. the demo's
+    codec pools 2x2 and its clips keep 9 of 17 frames); ``evaluate`` then treats episodes the same way."""
     _need_steps(steps, "--steps")
-    arrays = idm_data.load_episodes(data)
+    arrays = idm_data.match_frames(idm_data.load_episodes(data), pool, clip_frames)
     if len(arrays["frames"]) < 2:
         raise UserInputError(f"{data}: need at least 2 episodes (one is held out), found {len(arrays['frames'])}")
     tr, va = idm_data.split(len(arrays["frames"]), seed=seed)
@@ -52,7 +55,8 @@ def fit(data: str | Path, workdir: str | Path, *, steps: int = 2000, seg_steps: 
                    loss_last=float(np.mean(losses[-20:])))
     meta = dict(masked=masked, data=str(Path(data).resolve()), frame_shape=list(arrays["frames"].shape[2:]),
                 joint_names=arrays["joint_names"].tolist(), heldout_episodes=arrays["indices"][va].tolist(),
-                steps=steps, seg_steps=seg_steps if masked else 0, seed=seed, summary=summary)
+                steps=steps, seg_steps=seg_steps if masked else 0, seed=seed, pool=pool, clip_frames=clip_frames,
+                summary=summary)
     train.save(workdir, meta, idm, norm, segmenter)
     return summary
 
@@ -74,7 +78,7 @@ def evaluate(workdir: str | Path, data: str | Path, plot: str | Path | None = No
     """Metrics on the held-out split when ``data`` is the training folder, else on every episode."""
     trained = load(workdir)
     meta = trained.meta
-    arrays = idm_data.load_episodes(data)
+    arrays = idm_data.match_frames(idm_data.load_episodes(data), meta.get("pool", 1), meta.get("clip_frames"))
     _check_frames(arrays["frames"], meta, data)
     same = str(Path(data).resolve()) == meta["data"]
     keep = np.isin(arrays["indices"], meta["heldout_episodes"]) if same else np.ones(len(arrays["indices"]), bool)
