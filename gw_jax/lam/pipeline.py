@@ -17,7 +17,7 @@ import numpy as np
 
 from gw_jax.data.sim import load_episode
 from gw_jax.data.sim_scene import ARM_JOINTS
-from gw_jax.data.video import read_video
+from gw_jax.data.video import read_video, video_files
 from gw_jax.errors import UserInputError
 from gw_jax.idm.data import split
 from gw_jax.lam import train
@@ -143,12 +143,7 @@ def episode_latent_actions(workdir: str | Path, directory: str | Path, episodes)
 def label(videos: str | Path, out: str | Path, workdir: str | Path) -> list[Path]:
     """Writes OUT/<name>.latent_actions.npy for every VIDEOS/*.mp4: float32 (F, latent_dim), row e the latent
     action that led to frame e (row 0 repeats row 1) — the layout `gw-jax sample --actions` reads."""
-    videos, out = Path(videos), Path(out)
-    if not videos.is_dir():
-        raise UserInputError(f"{videos}: no such video folder")
-    paths = sorted(videos.glob("*.mp4"))
-    if not paths:
-        raise UserInputError(f"{videos}: no .mp4 videos")
+    paths, out = video_files(videos), Path(out)
     meta, model = load(workdir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
