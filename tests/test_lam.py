@@ -113,6 +113,8 @@ def test_cli_bad_inputs(tmp_path, capsys):
         (["lam", "label", str(tmp_path / "nope"), str(tmp_path / "out"), "--workdir", str(tmp_path / "w")],
          "no such video folder"),
         (["lam", "train", "--data", "gs://bucket/x", "--workdir", str(tmp_path / "w")], "gs://"),
+        (["demo", "--quick", "--out", str(tmp_path / "d"), "--lam-workdir", str(tmp_path / "w")],
+         "meta.json: missing"),  # checked before the demo simulates anything
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
