@@ -73,6 +73,7 @@ def test_probe_r2_bookkeeping():
     np.testing.assert_allclose(targets["command_offset"][0, 0], actions[0, 0] - joints[0, 0])
 
 
+@pytest.mark.slow  # ~30 CPU-s, mostly compiling
 def test_lam_learns_moving_square_and_checkpoint_round_trip(tmp_path):
     from gw_jax.lam.probe import ridge_probe
     from gw_jax.lam.train import latent_actions, load, next_frame_mse, save, train_lam
