@@ -10,7 +10,7 @@ from gw_jax.demo_causal import run_causal_demo
 @pytest.mark.slow
 def test_causal_demo_runs_end_to_end_at_toy_sizes(tmp_path):
     report = run_causal_demo(tmp_path, seed=0, steps=3, progress=False, train_episodes=2, heldout_episodes=2,
-                             sim_frames=25, codec_steps=5, sample_steps=2, batch_size=2)
+                             sim_frames=25, codec_steps=5, sample_steps=2, batch_size=8)  # 8 test devices
     assert report["rollout_latent_frames"] == 13 and len(report["per_frame"]["copy first frame"]["psnr"]) == 13
     assert report["train_clips"] == 2 * (25 - 17 + 1)  # every offset of a 17-frame (9 at stride 2) window
     assert json.loads((tmp_path / "report.json").read_text())["window"] == 8
