@@ -38,9 +38,11 @@ def base_config() -> ml_collections.ConfigDict:
         temperal_downsample=(False, True, True),
     ))
     # The reference objective (EDMLoss sigma_method=3, use_flow=True) and reference-frame masks;
-    # action_dropout: the share of clips whose actions are dropped (a DiT with model.action_dim set).
+    # action_dropout: the share of clips whose actions are dropped (a DiT with model.action_dim set);
+    # detail_weight > 0: weight latent cells by how much they differ from the first frame / the background
+    # (gw_jax option, gw_jax.diffusion.objective.detail_weights; 0 is the reference objective).
     c.loss = ml_collections.ConfigDict(dict(
-        p_mean=0.0, p_std=1.0, max_ref_frames=1, ref_start=1, action_dropout=0.0,
+        p_mean=0.0, p_std=1.0, max_ref_frames=1, ref_start=1, action_dropout=0.0, detail_weight=0.0,
     ))
     c.train = ml_collections.ConfigDict(dict(
         global_batch_size=8, accum_steps=1, num_steps=1000,
@@ -105,7 +107,8 @@ def demo_config(settings: dict, codec_path: str = "") -> ml_collections.ConfigDi
                             fps=settings["sim_fps"] * (settings["clip_frames"] - 1) / (settings["sim_frames"] - 1)))
     config.mesh.axes.update(dict(data=-1))
     config.loss.update(dict(p_mean=settings["p_mean"], p_std=settings["p_std"],
-                            action_dropout=settings.get("action_dropout", 0.0)))
+                            action_dropout=settings.get("action_dropout", 0.0),
+                            detail_weight=settings.get("detail_weight", 0.0)))
     config.train.update(dict(global_batch_size=settings["batch_size"], num_steps=settings["steps"],
                              learning_rate=1e-3, warmup_steps=50, final_lr_fraction=0.05, weight_decay=0.0,
                              log_every=10, checkpoint_every=settings["steps"], async_checkpoint=False))
