@@ -63,8 +63,8 @@ def detail_weights(latents_bcthw: jax.Array, strength: float) -> jax.Array:
     background = jnp.median(latents_bcthw, axis=(3, 4), keepdims=True)
     foreground = jnp.linalg.norm(latents_bcthw - background, axis=1, keepdims=True)
     d = change + foreground
-    d = d / jnp.maximum(jnp.mean(d, axis=(2, 3, 4), keepdims=True), 1e-6)
-    return jax.lax.stop_gradient((1.0 + strength * d) / (1.0 + strength))
+    weight = 1.0 + strength * d / jnp.maximum(jnp.mean(d, axis=(2, 3, 4), keepdims=True), 1e-6)
+    return jax.lax.stop_gradient(weight / jnp.mean(weight, axis=(2, 3, 4), keepdims=True))
 
 
 def reference_loss_terms(model: Denoiser, latents, noise, sigma, ref_masks, context, fps, *,
