@@ -95,8 +95,8 @@ def main():
     videos["copy_first_frame"] = np.repeat(truth[:, :1], truth.shape[1], axis=1)
     res = dict(name=name, workdir=str(workdir), variant=variant)
     for k, v in videos.items():
-        res[f"psnr_{k}"] = float(np.mean([psnr(a[1:] / 255, b[1:] / 255) for a, b in zip(truth, v)]))
-        res[f"ssim_{k}"] = float(np.mean([ssim(a[1:] / 255, b[1:] / 255) for a, b in zip(truth, v)]))
+        res[f"psnr_{k}"] = float(np.mean([psnr(a[1:] / 255, b[1:] / 255) for a, b in zip(truth, v, strict=True)]))
+        res[f"ssim_{k}"] = float(np.mean([ssim(a[1:] / 255, b[1:] / 255) for a, b in zip(truth, v, strict=True)]))
         res[f"cube_{k}"] = cube_window_psnr(run, truth, v, settings["clip_frames"])
     joints = demo.clip_states(run / "episodes" / "heldout", rows, settings["clip_frames"])[..., :7]
     idm = load(idm_dir)
