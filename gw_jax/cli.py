@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("gw_jax.bench.cli", "JAX vs PyTorch throughput (dit, vae, sample, data)"),
     "compile": ("gw_jax.train.compile_cli", "compile the sharded train step for a TPU topology"),
     "idm": ("gw_jax.idm.cli", "inverse dynamics: train / eval / label joint trajectories"),
+    "lam": ("gw_jax.lam.cli", "latent actions from unlabelled video: train / probe / label"),
     "sysid": ("gw_jax.physics.cli", "physics system identification with a PINN surrogate"),
     "engine": ("gw_jax.engine.cli", "data engine: seeds -> new views -> IDM labels -> gates -> RLDS"),
     "filter": ("gw_jax.engine.filter_cli", "score episodes with the visual, geometric and physical gates"),

@@ -34,11 +34,14 @@ import numpy as np
 
 from gw_jax.data.episodes import load_clips
 from gw_jax.data.loader import ClipTransform, PackedRecords, packed_action_stats
-from gw_jax.data.pack import pack, verify
+from gw_jax.data.pack import action_stats, add_action_sums, pack, verify
 from gw_jax.data.rollouts import ROLLOUTS_FILE, save_rollouts
 from gw_jax.data.sim import load_episode, simulate_dataset
+from gw_jax.data.transforms import clip_actions, sample_frame_indices
 from gw_jax.data.video import write_video
 from gw_jax.diffusion import sample_reference, with_actions
+from gw_jax.lam.pipeline import episode_latent_actions
+from gw_jax.lam.pipeline import load as load_lam
 from gw_jax.models.text_hash import HashTextEncoder
 from gw_jax.storage import local_args
 from gw_jax.train.codec import train_codec
@@ -160,8 +163,25 @@ def score(truth: np.ndarray, videos: dict, feature_net) -> dict:
     return scores
 
 
+def _use_latent_actions(lam_workdir, episodes_dir: Path, train_clips: dict, test_clips: dict, clip_frames: int):
+    """Replaces the clips' actions (in place) with latent actions from a trained LAM (``gw-jax lam train``), read
+    off each episode's own frames and aligned and normalised exactly as the recorded commands are."""
+    train_z = episode_latent_actions(lam_workdir, episodes_dir / "train", train_clips["episodes"])
+    test_z = episode_latent_actions(lam_workdir, episodes_dir / "heldout", range(len(test_clips["video"])))
+    sums = None
+    for i, z in zip(train_clips["episodes"], train_z, strict=True):
+        sums = add_action_sums(sums, dict(actions=z, name=f"train/{i}"))
+    stats = action_stats([dict(action_sums=sums)])
+    index = sample_frame_indices(len(train_z[0]), clip_frames)
+    train_clips["actions"] = np.stack([clip_actions(z, index, stats) for z in train_z])
+    test_clips["actions"] = np.stack([clip_actions(z, index, stats) for z in test_z])
+    train_clips["action_stats"] = test_clips["action_stats"] = stats
+
+
 def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, lam_workdir: str | Path | None = None) -> dict:
+    """The demo (see the module docstring); ``lam_workdir``: drive the DiT with a trained LAM's latent actions
+    instead of the simulator's commands (training and the action rollouts alike)."""
     settings = dict(QUICK if quick else FULL)
     if steps is not None:
         settings["steps"] = steps
@@ -186,6 +206,8 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
     timings["pack_verify_load_s"] = time.perf_counter() - t_pack
     test_clips = load_clips(out / "episodes" / "heldout", settings["heldout_episodes"], settings["clip_frames"], text,
                             action_stats=train_clips.get("action_stats"))  # normalised as the training actions
+    if lam_workdir is not None and use_actions:  # the recorded commands replaced by the LAM's latent actions
+        _use_latent_actions(lam_workdir, out / "episodes", train_clips, test_clips, settings["clip_frames"])
 
     t_codec = time.perf_counter()
     codec, codec_losses = train_codec(
@@ -265,6 +287,7 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
                  f"{settings['sample_params']} weights"),
         training_sigma=f"log sigma ~ N({settings['p_mean']}, {settings['p_std']})",
         actions=(dict(action_dim=settings["action_dim"], dropout=settings["action_dropout"],
+                      source=f"latent actions (LAM {lam_workdir})" if lam_workdir else "simulator commands",
                       guidance=settings["action_guidance"], swapped="each held-out episode driven by the next one's")
                  if use_actions else None),
         packed=dict(records=index["num_records"], shards=len(index["shards"]), verified=True),
@@ -284,11 +307,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help="override the number of training steps")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--lam-workdir", default=None,
+                        help="drive the DiT with this trained LAM's latent actions (gw-jax lam train) instead of "
+                             "the simulator's commands")
 
 
 def run(args) -> int:
-    local_args(args, dict(out="--out"), command="demo")
-    report = run_demo(args.out, quick=args.quick, seed=args.seed, steps=args.steps, progress=not args.no_progress)
+    local_args(args, dict(out="--out", lam_workdir="--lam-workdir"), command="demo")
+    if args.lam_workdir is not None:
+        load_lam(args.lam_workdir)  # a missing or unreadable LAM fails now, not after the simulation
+    report = run_demo(args.out, quick=args.quick, seed=args.seed, steps=args.steps, progress=not args.no_progress,
+                      lam_workdir=args.lam_workdir)
     print(f"\nheld-out rollouts from the first frame ({report['heldout_episodes']} episodes):")
     print(f"  PSNR  trained {report['psnr_trained']:.2f} dB  untrained {report['psnr_untrained']:.2f} dB  "
           f"(copy first frame {report['psnr_copy_first_frame']:.2f} dB)")

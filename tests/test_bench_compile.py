@@ -12,8 +12,9 @@ def test_dit_bench_table_jax_vs_pytorch_eager():
     report = run_dit_bench("tiny", torch_compile=False)
     jax_row, torch_row = report["rows"]["jax (XLA, jit)"], report["rows"]["pytorch eager"]
     assert jax_row["forward_s"] > 0 and torch_row["train_step_s"] > 0
+    assert jax_row["train_step_s_cpu"] > 0 and torch_row["forward_s_cpu"] > 0  # process CPU time, per row
     table = markdown_table(report)
-    assert "pytorch eager" in table and "JAX speed-up" in table
+    assert "pytorch eager" in table and "JAX speed-up" in table and "CPU-s" in table
 
 
 @pytest.mark.tpu
@@ -88,6 +89,6 @@ def test_sample_bench_table():
     report = sample_bench.run_sample_bench("tiny", steps=2, torch_compile=False)
     assert set(report["rows"]) == {"jax (lax.scan, jit)", "pytorch eager",
                                    "pytorch eager, old loop (2 calls of B per step)"}
-    assert report["rows"]["pytorch eager"]["loop_s"] > 0
+    assert report["rows"]["pytorch eager"]["loop_s"] > 0 and report["rows"]["pytorch eager"]["loop_s_cpu"] > 0
     table = sample_bench.markdown_table(report)
     assert "model calls x batch" in table and "Same work" in table

@@ -25,7 +25,7 @@ LAYERS = {
     "parallel": 1,
     "models": 2, "convert": 2, "geometry": 2,
     "diffusion": 3, "data": 3, "testing": 3,  # testing: tiny release-layout folders (tests, notebooks' smoke mode)
-    "train": 4, "idm": 4, "physics": 4, "engine": 4,
+    "train": 4, "idm": 4, "lam": 4, "physics": 4, "engine": 4,
     "cli": 5, "demo": 5, "bench": 5, "notebook": 5,  # notebook: what the colab/ notebooks share
 }
 APP_LAYER = 5

@@ -186,15 +186,19 @@ def bench_torch(p: dict, compile_model: bool, timers: dict | None = None) -> dic
 
 def interleaved_medians(rows: dict, timers: dict, repeats: int) -> None:
     """Re-times every row in rounds (each round runs every implementation once, in turn), so load from other
-    processes that comes and goes hits all rows alike; replaces the rows' medians with these."""
-    times = {(name, key): [] for name, fns in timers.items() for key in fns}
+    processes that comes and goes hits all rows alike; replaces the rows' medians with these, and adds the
+    median process CPU time of each as ``<key>_cpu`` (every thread's, so on ``--threads 1`` a load-robust
+    figure: time taken away by other processes is not counted)."""
+    times = {(name, key): ([], []) for name, fns in timers.items() for key in fns}
     for _ in range(repeats):
-        for (name, key), samples in times.items():
-            start = time.perf_counter()
+        for (name, key), (wall, cpu) in times.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
             timers[name][key]()
-            samples.append(time.perf_counter() - start)
-    for (name, key), samples in times.items():
-        rows[name][key] = statistics.median(samples)
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+    for (name, key), (wall, cpu) in times.items():
+        rows[name][key] = statistics.median(wall)
+        rows[name][f"{key}_cpu"] = statistics.median(cpu)
 
 
 def run_dit_bench(preset: str = "cpu", *, torch_compile: bool = True) -> dict:
@@ -224,13 +228,18 @@ def markdown_table(report: dict) -> str:
     lines = [f"DiT bench, preset `{report['preset']}` on {report['device']}: {report['shape']}; "
              f"threads {report.get('threads')}", "",
              "| implementation | device | params | forward (s) | train step (s) | compile fwd / train (s) | "
-             "JAX speed-up fwd / train |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "JAX speed-up fwd / train | CPU-s fwd / train | JAX speed-up in CPU-s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in rows.items():
         if "error" in r:
-            lines.append(f"| {name} | - | - | - | - | {r['error']} | - |")
+            lines.append(f"| {name} | - | - | - | - | {r['error']} | - | - | - |")
             continue
+        cpu = (f"{r['forward_s_cpu']:.4f} / {r['train_step_s_cpu']:.4f} | "
+               f"{r['forward_s_cpu'] / base['forward_s_cpu']:.2f}x / "
+               f"{r['train_step_s_cpu'] / base['train_step_s_cpu']:.2f}x") if "forward_s_cpu" in r else "- | -"
         lines.append(f"| {name} | {r.get('device', '-')} | {r['params']:,} | {r['forward_s']:.4f} | "
                      f"{r['train_step_s']:.4f} | "
                      f"{r['forward_compile_s']:.1f} / {r['train_compile_s']:.1f} | "
-                     f"{r['forward_s'] / base['forward_s']:.2f}x / {r['train_step_s'] / base['train_step_s']:.2f}x |")
+                     f"{r['forward_s'] / base['forward_s']:.2f}x / {r['train_step_s'] / base['train_step_s']:.2f}x | "
+                     f"{cpu} |")
     return "\n".join(lines)

@@ -222,14 +222,16 @@ def markdown_table(report: dict) -> str:
     rows, base = report["rows"], report["rows"]["jax (lax.scan, jit)"]
     lines = [f"Sampling loop ({report['steps']} steps, guidance {report['guidance']}), preset `{report['preset']}` "
              f"on {report['device']}; threads {report['threads']}", "",
-             "| implementation | model calls x batch | loop (s) | compile / first run (s) | JAX speed-up |",
-             "|---|---|---|---|---|"]
+             "| implementation | model calls x batch | loop (s) | compile / first run (s) | JAX speed-up | loop (CPU-s) "
+             "| JAX speed-up in CPU-s |", "|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         if "error" in r:
-            lines.append(f"| {name} | - | - | {r['error']} | - |")
+            lines.append(f"| {name} | - | - | {r['error']} | - | - | - |")
             continue
+        cpu = (f"{r['loop_s_cpu']:.3f} | {r['loop_s_cpu'] / base['loop_s_cpu']:.2f}x" if "loop_s_cpu" in r
+               else "- | -")
         lines.append(f"| {name} | {r['model_calls']} x {r['call_batch']} | {r['loop_s']:.3f} | {r['compile_s']:.1f} | "
-                     f"{r['loop_s'] / base['loop_s']:.2f}x |")
+                     f"{r['loop_s'] / base['loop_s']:.2f}x | {cpu} |")
     if "same_work" in report:
         w = report["same_work"]
         lines += ["", f"Same work: around the same stand-in model, JAX made {len(w['jax_call_batches'])} calls "

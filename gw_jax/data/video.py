@@ -71,6 +71,17 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float]:
     return _checked(video, path), float(video.metadata.fps or 0.0)
 
 
+def video_files(folder: str | Path) -> list[Path]:
+    """The sorted ``*.mp4`` files of a local folder to label; UserInputError if the folder or the videos are missing."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserInputError(f"{folder}: no such video folder")
+    paths = sorted(folder.glob("*.mp4"))
+    if not paths:
+        raise UserInputError(f"{folder}: no .mp4 videos")
+    return paths
+
+
 def decode_video_bytes(data: bytes, *, where: str = "video") -> tuple[np.ndarray, float]:
     """An mp4 file's bytes -> (frames uint8 (F, H, W, 3), fps); ``where`` names it in errors."""
     try:

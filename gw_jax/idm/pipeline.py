@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gw_jax.data.video import read_video
+from gw_jax.data.video import read_video, video_files
 from gw_jax.errors import UserInputError
 from gw_jax.idm import data as idm_data
 from gw_jax.idm import train
@@ -98,12 +98,7 @@ def evaluate(workdir: str | Path, data: str | Path, plot: str | Path | None = No
 
 def label(videos: str | Path, out: str | Path, workdir: str | Path) -> list[Path]:
     """Writes OUT/<name>.joints.npz (joints (T,D), joint_names, fps) and .csv for every VIDEOS/*.mp4."""
-    videos, out = Path(videos), Path(out)
-    if not videos.is_dir():
-        raise UserInputError(f"{videos}: no such video folder")
-    paths = sorted(videos.glob("*.mp4"))
-    if not paths:
-        raise UserInputError(f"{videos}: no .mp4 videos")
+    paths, out = video_files(videos), Path(out)
     trained = load(workdir)
     names = trained.meta["joint_names"]
     out.mkdir(parents=True, exist_ok=True)
