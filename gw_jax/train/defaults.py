@@ -80,7 +80,10 @@ QUICK = dict(
     feature_steps=400,  # the FVD feature network
     # the simulator's per-frame command (6 joint targets + gripper), one frame per latent (the codec has no
     # temporal compression); a share of clips trains without them, so the same DiT rolls out without actions
-    action_dim=7, action_dropout=0.15, action_guidance=0.0)
+    action_dim=7, action_dropout=0.15, action_guidance=0.0,
+    # loss.detail_weight (foreground / moving latent cells weigh more): off; 1.0 sharpens the action-driven
+    # rollouts but lowers the image + text SSIM towards 0.5 (docs/demo.md, "Small details")
+    detail_weight=0.0)
 FULL = dict(QUICK, train_episodes=128, heldout_episodes=32, steps=6000, batch_size=16, codec_steps=2000)
 CODEC_POOL, CODEC_FOLD = 2, 4  # 64x64 frames -> 32x32 -> 8x8 latent grid
 
