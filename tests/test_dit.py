@@ -122,3 +122,24 @@ def test_from_config_rejects_unknown_keys():
     with pytest.raises(UserInputError, match="bogus"):
         GigaWorld0DiT.from_config(dict(json.loads((FIXTURES / "gigaworld0_dit_tiny.json").read_text()), bogus=1),
                                   rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("use_bias", [False, True])
+def test_cpu_linear_gradients_equal_the_plain_matmul(use_bias):
+    """On XLA:CPU `Linear` flattens tokens and computes its kernel gradient from a transposed copy of x
+    (gw_jax.models.layers._cpu_matmul): outputs and gradients must equal x @ W + b's."""
+    from gw_jax.models.layers import linear
+
+    layer = linear(8, 5, ("embed", "mlp"), rngs=nnx.Rngs(0), use_bias=use_bias)
+    graphdef, state = nnx.split(layer)
+    x_bld = jax.random.normal(jax.random.key(1), (2, 3, 8))
+
+    def loss(state, x, plain):
+        m = nnx.merge(graphdef, state)
+        y = x @ m.kernel[...] + (m.bias[...] if use_bias else 0.0) if plain else m(x)
+        return jnp.sum(jnp.sin(y) * jnp.arange(5.0))
+
+    ours = jax.grad(loss, argnums=(0, 1))(state, x_bld, False)
+    plain = jax.grad(loss, argnums=(0, 1))(state, x_bld, True)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(plain), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)

@@ -10,6 +10,11 @@ Diffusion forcing (a gw_jax option, ``loss.frame_sigmas="independent"``; Vid2Wor
 (B, T) gives every latent frame its own noise level, drawn independently from the same log-normal; the weight
 (sigma^2 + 1) / sigma^2 then applies per frame. With a temporal-causal DiT any mix of clean history and noisy
 future is in distribution, which autoregressive rollouts (``gw_jax.diffusion.autoregressive``) rely on.
+
+``detail_weight`` a > 0 (a gw_jax option, off by default: the reference objective is unchanged) weights each
+latent cell's squared error by 1 + a * d / mean(d), renormalised to mean 1 per clip, where d is the cell's
+distance (over channels) from the reference frame plus its distance from its frame's spatial median (the
+background): small moving or foreground objects (the arm's hand, a cube) count more than flat background.
 """
 
 from __future__ import annotations
@@ -62,8 +67,22 @@ def zero_padding_mask(latents_shape, dtype=jnp.float32):
     return jnp.zeros((b, 1, 8 * h, 8 * w), dtype)
 
 
+def detail_weights(latents_bcthw: jax.Array, strength: float) -> jax.Array:
+    """(B, 1, T, H, W) per-cell loss weights, mean 1 per clip: 1 + strength * d / mean(d), renormalised.
+
+    d = |z_t - z_0| + |z_t - spatial median of z_t| (L2 over channels): change since the first latent frame
+    plus difference from the frame's background."""
+    change = jnp.linalg.norm(latents_bcthw - latents_bcthw[:, :, :1], axis=1, keepdims=True)
+    background = jnp.median(latents_bcthw, axis=(3, 4), keepdims=True)
+    foreground = jnp.linalg.norm(latents_bcthw - background, axis=1, keepdims=True)
+    d = change + foreground
+    weight = 1.0 + strength * d / jnp.maximum(jnp.mean(d, axis=(2, 3, 4), keepdims=True), 1e-6)
+    return jax.lax.stop_gradient(weight / jnp.mean(weight, axis=(2, 3, 4), keepdims=True))
+
+
 def reference_loss_terms(model: Denoiser, latents, noise, sigma, ref_masks, context, fps, *,
-                         augment_sigma: float = TRAIN_AUGMENT_SIGMA, exclude_reference_from_mean: bool = False):
+                         augment_sigma: float = TRAIN_AUGMENT_SIGMA, exclude_reference_from_mean: bool = False,
+                         detail_weight: float = 0.0):
     """Everything the reference computes in one training forward (for tests and diagnostics). ``sigma`` (B, 1),
     or (B, T) for a noise level per latent frame (diffusion forcing)."""
     b = latents.shape[0]
@@ -76,6 +95,8 @@ def reference_loss_terms(model: Denoiser, latents, noise, sigma, ref_masks, cont
     denoised = (1.0 - t) * noisy - t * pred.astype(jnp.float32)
     denoised = ref_masks * ref_latents + (1.0 - ref_masks) * denoised
     squared = jnp.square(denoised - latents)
+    if detail_weight:  # opt-in (gw_jax): emphasise foreground / moving cells; 0 keeps the reference's loss
+        squared = squared * detail_weights(latents, detail_weight)
     loss_weight = (jnp.square(s) + 1.0) / jnp.square(s)
     per_frame = s.shape[2] > 1
     if per_frame:  # each frame's error weighted by its own sigma (one sigma: the reference's order of operations)

@@ -21,6 +21,27 @@ def matmul_precision(compute_dtype):
     return jax.default_matmul_precision("highest" if jnp.dtype(compute_dtype) == jnp.float32 else None)
 
 
+@jax.custom_vjp
+def _cpu_matmul(x_nk, w_km):
+    return x_nk @ w_km
+
+
+def _cpu_matmul_fwd(x_nk, w_km):
+    return x_nk @ w_km, (x_nk, w_km)
+
+
+def _cpu_matmul_bwd(residuals, g_nm):
+    x_nk, w_km = residuals
+    # The kernel gradient x^T g contracts the tokens, x's major axis, which XLA:CPU's YNNPACK dots refuse: it
+    # ran in Eigen at about a third of their speed. A transposed copy of x (the barrier keeps XLA from folding
+    # the transpose back into the dot) makes it a plain (k, n) @ (n, m) product: -5% CPU train step.
+    x_kn = jax.lax.optimization_barrier(x_nk.T)
+    return g_nm @ w_km.T, x_kn @ g_nm
+
+
+_cpu_matmul.defvjp(_cpu_matmul_fwd, _cpu_matmul_bwd)
+
+
 class Linear(nnx.Linear):
     """nnx.Linear plus an optional low-rank adapter (``gw_jax.models.lora``): y = x W + adapter(x)."""
 
@@ -29,17 +50,22 @@ class Linear(nnx.Linear):
         self.lora = nnx.data(None)  # a LoRAAdapter once one is attached
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        y = self._cpu_call(x) if compute_platform() == "cpu" else super().__call__(x)
+        if self.lora is not None:
+            y = y + self.lora(x, self.dtype or x.dtype).astype(y.dtype)
+        return y
+
+    def _cpu_call(self, x: jax.Array) -> jax.Array:
         # XLA:CPU: one (tokens, in) @ (in, out) matmul. With several leading axes the kernel gradient contracts
         # over all of them, and XLA:CPU transposes the output gradient into a copy and runs a slower
         # doubly-transposed dot (docs/benchmarks.md: ~8-12% of the CPU DiT train step). Not on TPU/GPU: there,
         # merging a data-sharded batch with a context-sharded length would reshard (all-to-alls) every layer.
-        lead = x.shape[:-1]
-        flatten = len(lead) > 1 and compute_platform() == "cpu"
-        y = super().__call__(x.reshape(-1, x.shape[-1]) if flatten else x)
-        y = y.reshape(*lead, y.shape[-1])
-        if self.lora is not None:
-            y = y + self.lora(x, self.dtype or x.dtype).astype(y.dtype)
-        return y
+        bias = self.bias[...] if self.bias is not None else None
+        x_nk, kernel, bias = self.promote_dtype((x.reshape(-1, x.shape[-1]), self.kernel[...], bias), dtype=self.dtype)
+        y_nm = _cpu_matmul(x_nk, kernel)
+        if bias is not None:
+            y_nm = y_nm + bias
+        return y_nm.reshape(*x.shape[:-1], y_nm.shape[-1])
 
 
 def linear(in_features: int, out_features: int, names: Sequence[str | None], *, rngs: nnx.Rngs,

@@ -39,12 +39,14 @@ def base_config() -> ml_collections.ConfigDict:
     ))
     # The reference objective (EDMLoss sigma_method=3, use_flow=True) and reference-frame masks;
     # action_dropout: the share of clips whose actions are dropped (a DiT with model.action_dim set);
+    # detail_weight > 0: weight latent cells by how much they differ from the first frame / the background
+    # (gw_jax option, gw_jax.diffusion.objective.detail_weights; 0 is the reference objective);
     # frame_sigmas: "shared" (the reference: one sigma per clip) | "independent" (one per latent frame: diffusion
     # forcing, for causal autoregressive models); ref_factor: video frames per latent frame in max_ref_frames
     # (the MaskGenerator's 4, Wan's; 1 for a codec without temporal compression) when the step draws the masks.
     c.loss = ml_collections.ConfigDict(dict(
-        p_mean=0.0, p_std=1.0, max_ref_frames=1, ref_start=1, action_dropout=0.0, frame_sigmas="shared",
-        ref_factor=4,
+        p_mean=0.0, p_std=1.0, max_ref_frames=1, ref_start=1, action_dropout=0.0, detail_weight=0.0,
+        frame_sigmas="shared", ref_factor=4,
     ))
     c.train = ml_collections.ConfigDict(dict(
         global_batch_size=8, accum_steps=1, num_steps=1000,
@@ -82,7 +84,10 @@ QUICK = dict(
     feature_steps=400,  # the FVD feature network
     # the simulator's per-frame command (6 joint targets + gripper), one frame per latent (the codec has no
     # temporal compression); a share of clips trains without them, so the same DiT rolls out without actions
-    action_dim=7, action_dropout=0.15, action_guidance=0.0)
+    action_dim=7, action_dropout=0.15, action_guidance=0.0,
+    # loss.detail_weight (foreground / moving latent cells weigh more): off; 1.0 sharpens the action-driven
+    # rollouts but lowers the image + text SSIM towards 0.5 (docs/demo.md, "Small details")
+    detail_weight=0.0)
 FULL = dict(QUICK, train_episodes=128, heldout_episodes=32, steps=6000, batch_size=16, codec_steps=2000)
 CODEC_POOL, CODEC_FOLD = 2, 4  # 64x64 frames -> 32x32 -> 8x8 latent grid
 
@@ -109,7 +114,8 @@ def demo_config(settings: dict, codec_path: str = "") -> ml_collections.ConfigDi
                             fps=settings["sim_fps"] * (settings["clip_frames"] - 1) / (settings["sim_frames"] - 1)))
     config.mesh.axes.update(dict(data=-1))
     config.loss.update(dict(p_mean=settings["p_mean"], p_std=settings["p_std"],
-                            action_dropout=settings.get("action_dropout", 0.0)))
+                            action_dropout=settings.get("action_dropout", 0.0),
+                            detail_weight=settings.get("detail_weight", 0.0)))
     config.train.update(dict(global_batch_size=settings["batch_size"], num_steps=settings["steps"],
                              learning_rate=1e-3, warmup_steps=50, final_lr_fraction=0.05, weight_decay=0.0,
                              log_every=10, checkpoint_every=settings["steps"], async_checkpoint=False))

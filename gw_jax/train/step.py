@@ -56,7 +56,8 @@ def make_loss_fn(model_def: ModelDef, loss_cfg, latent_fn: LatentFn | None = Non
         if "control" in batch:  # extra conditioning channels (e.g. ViewTransfer's warped views)
             model = diffusion.with_control(model, batch["control"])
         per_sample = diffusion.reference_loss(model, latents, noise, sigma, ref_masks,
-                                              batch["text_emb"], batch["fps"])
+                                              batch["text_emb"], batch["fps"],
+                                              detail_weight=loss_cfg.get("detail_weight", 0.0))
         return jnp.mean(per_sample)
 
     return loss_fn

@@ -1,0 +1,120 @@
+"""Small-detail study for the demo's DiT (issues 16 / 17): retrain on a finished `gw-jax demo --quick` run's data and
+codec with a settings variant, or sample a trained workdir with sampler variants; score PSNR (image + text,
+action-driven, swapped, copy first frame), a 3x3-pixel "cube window" PSNR at the cube's projected centre, and the
+IDM's R² on the action-driven rollouts (an IDM workdir trained on 32x32, 9-frame clips: `gw-jax idm train --pool 2
+--clip-frames 9`).
+
+    python scripts/detail_study.py train RUN OUT '{"detail_weight": 2.0}'      # OUT/train: the retrained DiT
+    python scripts/detail_study.py eval RUN WORKDIR IDM NAME '{"action_guidance": 1.5, "steps": 40, "params": "raw"}'
+
+Results append to results.jsonl next to WORKDIR; NAME.png: 3 held-out clips, rows truth / action-driven.
+"""
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gw_jax import demo
+from gw_jax.data.episodes import load_clips
+from gw_jax.diffusion import with_actions
+from gw_jax.geometry.camera import project
+from gw_jax.idm.pipeline import predict
+from gw_jax.idm.train import joint_metrics, load
+from gw_jax.models.patch_vae import PatchVAE
+from gw_jax.models.text_hash import HashTextEncoder
+from gw_jax.train.data import ArrayBatches
+from gw_jax.train.defaults import QUICK, demo_config
+from gw_jax.train.export import restore_workdir
+from gw_jax.train.loop import train
+from gw_jax.video_metrics import psnr, ssim
+
+
+def data(run: Path, settings):
+    text = HashTextEncoder(width=32, max_length=16)
+    train_clips = demo.load_packed_clips(run / "packed", settings["clip_frames"], settings["size"], actions=True)
+    test_clips = load_clips(run / "episodes" / "heldout", settings["heldout_episodes"], settings["clip_frames"], text,
+                            action_stats=train_clips["action_stats"])
+    return train_clips, test_clips, PatchVAE.load(run / "codec")
+
+
+def cube_window_psnr(run: Path, truth, gen, clip_frames):
+    errors = []
+    for i in range(len(truth)):
+        gt = np.load(run / "episodes" / "heldout" / f"{i}.npz")
+        idx = np.linspace(0, len(gt["joints"]) - 1, clip_frames).astype(int)
+        uv, _ = project(gt["object_positions"][idx, 0], gt["intrinsics"], gt["extrinsics"])
+        uv = uv / 2  # 64 -> 32 pixels
+        for f in range(1, clip_frames):
+            u, v = np.clip(np.round(uv[f]).astype(int), 1, truth.shape[3] - 2)
+            a = truth[i, f, v - 1:v + 2, u - 1:u + 2] / 255
+            b = gen[i, f, v - 1:v + 2, u - 1:u + 2] / 255
+            errors.append(float(np.mean((a - b) ** 2)))
+    return float(10 * np.log10(1 / np.mean(errors)))
+
+
+def main():
+    mode, run = sys.argv[1], Path(sys.argv[2])
+    settings = dict(QUICK)
+    if mode == "train":
+        out, variant = Path(sys.argv[3]), json.loads(sys.argv[4])
+        seed = int(variant.pop("seed", 0))
+        settings.update(variant)
+        train_clips, _, codec = data(run, settings)
+        config = demo_config(settings, codec_path=str((run / "codec").absolute()))
+        config.seed = seed
+        config.data.action_stats = train_clips["action_stats"]
+        arrays = dict(latents=np.asarray(codec.encode(jnp.asarray(train_clips["video"]))),
+                      text_emb=train_clips["text_emb"], fps=train_clips["fps"], actions=train_clips["actions"])
+        t = time.time()
+        train(config, out / "train", batches=ArrayBatches(arrays, settings["batch_size"], seed=seed), progress=False)
+        print(json.dumps(dict(out=str(out), variant=variant, train_s=round(time.time() - t, 1))))
+        return
+    workdir, idm_dir, name = Path(sys.argv[3]), Path(sys.argv[4]), sys.argv[5]
+    variant = json.loads(sys.argv[6]) if len(sys.argv) > 6 else {}
+    seed = int(variant.get("seed", 0))
+    _, test_clips, codec = data(run, settings)
+    config, setup, state = restore_workdir(workdir)
+    sample = config.sample
+    sample.steps = variant.get("steps", sample.steps)
+    params = state.ema_params if variant.get("params", "ema") == "ema" else state.params
+    base = setup.model_def.merge(params, setup.init_frozen())
+    latents = np.asarray(codec.encode(jnp.asarray(test_clips["video"])))
+    rows = np.arange(len(latents))
+    key = jax.random.key(seed + 7)
+    guidance = variant.get("action_guidance", sample.get("action_guidance", 0.0))
+    videos = {}
+    for set_name, driver in (("trained", None), ("action", rows), ("action_swapped", np.roll(rows, 1))):
+        model = base if driver is None else with_actions(base, test_clips["actions"][driver], guidance=guidance)
+        out = demo.rollout_from_first_frame(model, latents, test_clips["text_emb"], test_clips["fps"], key, sample)
+        videos[set_name] = demo._to_uint8(np.asarray(codec.decode(jnp.asarray(out))))
+    truth = demo._to_uint8(np.asarray(codec.pooled(jnp.asarray(test_clips["video"]))))
+    videos["copy_first_frame"] = np.repeat(truth[:, :1], truth.shape[1], axis=1)
+    res = dict(name=name, workdir=str(workdir), variant=variant)
+    for k, v in videos.items():
+        res[f"psnr_{k}"] = float(np.mean([psnr(a[1:] / 255, b[1:] / 255) for a, b in zip(truth, v, strict=True)]))
+        res[f"ssim_{k}"] = float(np.mean([ssim(a[1:] / 255, b[1:] / 255) for a, b in zip(truth, v, strict=True)]))
+        res[f"cube_{k}"] = cube_window_psnr(run, truth, v, settings["clip_frames"])
+    joints = demo.clip_states(run / "episodes" / "heldout", rows, settings["clip_frames"])[..., :7]
+    idm = load(idm_dir)
+    names = demo._joint_names(run / "episodes" / "heldout")
+    for k, driver in (("action", rows), ("truth", rows)):
+        pred = predict(idm, truth if k == "truth" else videos[k])[0]
+        m = joint_metrics(pred[:, 1:], joints[driver][:, 1:], names)
+        res[f"r2_{k}"] = m["r2_mean"]
+        res[f"r2_{k}_joints"] = {j: round(v["r2"], 3) for j, v in m["joints"].items()}
+    print(json.dumps(res))
+    with open(workdir.parent / "results.jsonl", "a") as f:
+        f.write(json.dumps(res) + "\n")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    picture = [np.concatenate(list(v[i]), axis=1) for i in range(3) for v in (truth, videos["action"])]
+    plt.imsave(workdir.parent / f"{name}.png", np.concatenate(picture, 0).repeat(3, 0).repeat(3, 1))
+
+
+if __name__ == "__main__":
+    main()
