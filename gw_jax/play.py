@@ -6,6 +6,7 @@
     frames = player.step("a")               # ``key_map["a"]``: {dimension: change} added to the held action
     player.reset(first_frame_hw3)           # start again
     player.widget()                         # ipywidgets sliders + a step button (when ipywidgets is installed)
+    player = Player.from_workdir("runs/causal/train", first_frame_hw3, prompt)   # a trained run, all settings saved
 
 Each new frame is one latent frame from :func:`gw_jax.diffusion.next_latent`: the last ``window`` latents (the
 first frame's, then the generated ones) are the history, the action chunk of every window frame goes with it, and
@@ -28,7 +29,10 @@ import numpy as np
 
 from gw_jax.data.transforms import normalise_actions
 from gw_jax.diffusion.autoregressive import next_latent
+from gw_jax.diffusion.generate import resize_and_crop
 from gw_jax.errors import UserInputError
+from gw_jax.models.factory import load_codec, load_text_encoder
+from gw_jax.train.export import restore_workdir
 
 
 def _to_uint8(video_bcthw) -> np.ndarray:
@@ -54,6 +58,21 @@ class Player:
         sampler = dict(fps=fps, steps=steps, guidance=1.0, sigma_max=sigma_max, augment_sigma=augment_sigma)
         self._next = jax.jit(functools.partial(next_latent, model, **sampler))
         self.reset(first_frame, first_action)
+
+    @classmethod
+    def from_workdir(cls, workdir, first_frame, prompt: str = "", *, ema: bool = True, **options) -> "Player":
+        """A Player for a training workdir of a DiT with actions (``gw-jax causal-demo``'s OUT/train): the model
+        (EMA weights unless ``ema=False``), codec, text encoder, fps, sampler settings and action statistics come
+        from the config saved with its newest checkpoint; ``first_frame`` (H', W', 3) uint8 of any size is
+        resized to the training size; ``options``: any other Player argument (window, key_map, ...)."""
+        config, setup, state = restore_workdir(workdir)
+        model = setup.model_def.merge(state.ema_params if ema else state.params, setup.init_frozen())
+        context, _ = load_text_encoder(config).encode([prompt])
+        frame = resize_and_crop(np.asarray(first_frame, np.uint8), config.data.width, config.data.height)
+        sample = config.sample
+        options = dict(dict(fps=config.data.fps, action_stats=config.data.get("action_stats"), steps=sample.steps,
+                            sigma_max=sample.sigma_max, augment_sigma=sample.augment_sigma), **options)
+        return cls(model, load_codec(config), frame.astype(np.uint8), context=context, **options)
 
     # ------------------------------------------------------------------------------------------------
     def reset(self, first_frame, first_action=None) -> np.ndarray:

@@ -24,8 +24,8 @@ def cells(path):
     return json.loads(path.read_text())["cells"]
 
 
-def test_the_four_notebooks_are_there_and_linked():
-    assert NAMES == ["data_engine", "jax_vs_torch", "quickstart", "released_weights"]
+def test_the_notebooks_are_there_and_linked():
+    assert NAMES == ["data_engine", "jax_vs_torch", "play", "quickstart", "released_weights"]
     readme = (ROOT / "README.md").read_text()
     for name in NAMES:
         first = "".join(cells(ROOT / "colab" / f"{name}.ipynb")[0]["source"])
@@ -158,3 +158,12 @@ def test_data_engine_runs(tmp_path):
     assert has_image(notebook)
     assert (tmp_path / "engine" / "labels" / "0.joints.npz").is_file()
     assert (tmp_path / "engine" / "sysid" / "params.json").is_file()
+
+
+@pytest.mark.slow
+def test_play_runs(tmp_path):
+    notebook = run_notebook(ROOT / "colab" / "play.ipynb", tmp_path)
+    assert has_video(notebook)  # recorded commands vs the simulator, then keys and held commands
+    assert (tmp_path / "play" / "train" / "checkpoints").is_dir() and (tmp_path / "play" / "report.json").is_file()
+    assert "4x-clip rollouts driven by the recorded commands" in "".join(
+        o.get("text", "") for o in outputs(notebook, "stream"))
