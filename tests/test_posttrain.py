@@ -106,11 +106,15 @@ def test_lora_starts_at_the_base_and_never_moves_it(release):
 @pytest.mark.parametrize("optimizer", ["adamw", "came8bit"])
 def test_lora_sharded_equals_single_device(release, optimizer):
     single = post_config(release, "lora")
-    single.train.optimizer = optimizer
-    _, state_1, losses_1, _ = run_steps(single, make_mesh(dict(data=1), devices=jax.devices()[:1]), 2)
     # (no tensor axis: the fixture's 3 heads do not split over 2 devices)
     sharded = post_config(release, "lora", data=2, fsdp=4)
-    sharded.train.optimizer = optimizer
+    for config in (single, sharded):
+        config.train.optimizer = optimizer
+        # AdamW divides by |g| + eps: for a gradient element near eps (1e-8) that ratio turns rounding-level
+        # differences between one device's and eight devices' summation orders into percent-level updates. A
+        # larger eps keeps the update a smooth function of the gradient, so rounding stays rounding.
+        config.train.adam_eps = 1e-3
+    _, state_1, losses_1, _ = run_steps(single, make_mesh(dict(data=1), devices=jax.devices()[:1]), 2)
     setup, state_8, losses_8, frozen = run_steps(sharded, make_mesh(dict(sharded.mesh.axes)), 2)
     base_kernel = frozen["blocks"]["sub_blocks"][0]["block"]["to_q"]["kernel"]
     assert base_kernel.sharding.spec == P(None, "fsdp", None)  # the frozen base is sharded too

@@ -73,7 +73,7 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float]:
 
 def video_files(folder: str | Path) -> list[Path]:
     """The sorted ``*.mp4`` files of a local folder to label; UserInputError if the folder or the videos are missing."""
-    folder = Path(folder)
+    folder = as_path(folder)
     if not folder.is_dir():
         raise UserInputError(f"{folder}: no such video folder")
     paths = sorted(folder.glob("*.mp4"))
