@@ -40,6 +40,7 @@ from gw_jax.data.sim import load_episode, simulate_dataset
 from gw_jax.data.transforms import clip_actions, sample_frame_indices
 from gw_jax.data.video import write_video
 from gw_jax.diffusion import sample_reference, with_actions
+from gw_jax.geometry.camera import project
 from gw_jax.lam.pipeline import episode_latent_actions
 from gw_jax.lam.pipeline import load as load_lam
 from gw_jax.models.text_hash import HashTextEncoder
@@ -145,6 +146,63 @@ def clip_states(directory: Path, episodes, clip_frames: int) -> np.ndarray:
     return np.stack(states).astype(np.float32)
 
 
+def cube_pixels(directory: Path, episodes, clip_frames: int, size: int) -> np.ndarray:
+    """(B, T, 2) integer (row, column) of the cube's projected centre in ``size`` x ``size`` frames of each clip
+    (the simulator's cube position through its camera; the cube moves once grasped)."""
+    centres = []
+    for i in episodes:
+        with np.load(Path(directory) / f"{int(i)}.npz") as gt:
+            index = np.linspace(0, len(gt["joints"]) - 1, clip_frames).astype(int)
+            uv, _ = project(gt["object_positions"][index, 0], gt["intrinsics"], gt["extrinsics"])
+            scale = size / (2 * gt["intrinsics"][0, 2])  # the camera's principal point is the frame's centre
+            centres.append(np.floor(uv[:, ::-1] * scale).astype(int))
+    return np.clip(np.stack(centres), 1, size - 2)
+
+
+def cube_cell_weights(centres: np.ndarray, grid: int, cell: int, strength: float) -> np.ndarray:
+    """(B, 1, T, grid, grid) loss weights of the latent cells, mean 1 per clip: 1 + ``strength`` on the cells
+    (``cell`` x ``cell`` pixels each) that the 3x3 pixels around the cube's centre (``cube_pixels``) touch, so the
+    DiT's loss counts the cube's few pixels more. The simulator knows where the cube is; real robot data would
+    need a segmenter (or ``loss.detail_weight``, which needs nothing)."""
+    b, t = centres.shape[:2]
+    weights = np.ones((b, 1, t, grid, grid), np.float32)
+    for i in range(b):
+        for f in range(t):
+            r, c = centres[i, f]
+            rows = slice(max(r - 1, 0) // cell, min(r + 1, grid * cell - 1) // cell + 1)
+            cols = slice(max(c - 1, 0) // cell, min(c + 1, grid * cell - 1) // cell + 1)
+            weights[i, 0, f, rows, cols] = 1.0 + strength
+    return weights / weights.mean(axis=(1, 2, 3, 4), keepdims=True)
+
+
+def cube_visible(video: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """(B, T) bool: is the cube visible in each frame of ``video``, (B, T, H, W, 3) uint8, at ``centres``
+    (B, T, 2) from ``cube_pixels``: the chromaticity (r, g, b) / (r + g + b) of one of the four 2x2 blocks of the
+    3x3 window around the centre is nearer the cube's than half the cube's distance to the table's. Chromaticity,
+    so that the arm's shadow on the table (darker, the table's hue) does not count; 2x2 means, so that noise
+    does not. Both colours come from the video's own first frame (the given reference: as the codec renders it, for
+    the rollouts): the cube's is the 2x2 block there furthest from the table's, the table's the median of the 9x9
+    window."""
+    def chroma(rgb):
+        return rgb / (np.sum(rgb, axis=-1, keepdims=True) + 30.0)  # + 30: near-black pixels have no hue
+
+    def blocks(frame, r, c):  # (4, 3): chromaticity of the 2x2 blocks' mean colours inside the 3x3 window
+        window = frame[r - 1:r + 2, c - 1:c + 2].astype(np.float32)
+        return chroma(np.stack([window[a:a + 2, b:b + 2].reshape(-1, 3).mean(0) for a in (0, 1) for b in (0, 1)]))
+
+    visible = np.zeros(video.shape[:2], bool)
+    for i in range(len(video)):
+        r, c = centres[i, 0]
+        table = chroma(np.median(video[i, 0, max(r - 4, 0):r + 5, max(c - 4, 0):c + 5].reshape(-1, 3).astype(np.float32),
+                                 axis=0))
+        first = blocks(video[i, 0], r, c)
+        cube = first[np.argmax(np.linalg.norm(first - table, axis=-1))]
+        radius = 0.5 * np.linalg.norm(cube - table)
+        for f in range(video.shape[1]):
+            visible[i, f] = np.min(np.linalg.norm(blocks(video[i, f], *centres[i, f]) - cube, axis=-1)) < radius
+    return visible
+
+
 def score(truth: np.ndarray, videos: dict, feature_net) -> dict:
     """PSNR / SSIM over the generated frames (frame 0 is given) and FVD of whole clips, per video set.
 
@@ -235,6 +293,10 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
     if use_actions:
         arrays["actions"] = train_clips["actions"]
         config.data.action_stats = train_clips["action_stats"]  # saved with the config, for `gw-jax sample`
+    if settings.get("cube_weight"):  # the cube's latent cells weigh more in the loss (the simulator's positions)
+        arrays["loss_weights"] = cube_cell_weights(
+            cube_pixels(out / "episodes" / "train", train_clips["episodes"], settings["clip_frames"],
+                        settings["size"] // CODEC_POOL), train_latents.shape[-1], CODEC_FOLD, settings["cube_weight"])
     batches = ArrayBatches(arrays, settings["batch_size"], seed=seed)
     result = train(config, out / "train", batches=batches, progress=progress)
     timings["train_s"] = time.perf_counter() - t1

@@ -7,7 +7,9 @@ IDM's R² on the action-driven rollouts (an IDM workdir trained on 32x32, 9-fram
     python scripts/detail_study.py train RUN OUT '{"detail_weight": 2.0}'      # OUT/train: the retrained DiT
     python scripts/detail_study.py eval RUN WORKDIR IDM NAME '{"action_guidance": 1.5, "steps": 40, "params": "raw"}'
 
-Results append to results.jsonl next to WORKDIR; NAME.png: 3 held-out clips, rows truth / action-driven.
+IDM "-": no IDM (no R²). Results append to results.jsonl next to WORKDIR; NAME.png: 3 held-out clips, rows truth /
+image + text / action-driven; NAME.npz: the videos (rollouts.npz's names); cube_visible_*: the share of generated
+frames whose cube `gw_jax.demo.cube_visible` finds (per frame in *_frames).
 """
 import json
 import sys
@@ -27,7 +29,7 @@ from gw_jax.idm.train import joint_metrics, load
 from gw_jax.models.patch_vae import PatchVAE
 from gw_jax.models.text_hash import HashTextEncoder
 from gw_jax.train.data import ArrayBatches
-from gw_jax.train.defaults import QUICK, demo_config
+from gw_jax.train.defaults import CODEC_FOLD, CODEC_POOL, QUICK, demo_config
 from gw_jax.train.export import restore_workdir
 from gw_jax.train.loop import train
 from gw_jax.video_metrics import psnr, ssim
@@ -69,6 +71,11 @@ def main():
         config.data.action_stats = train_clips["action_stats"]
         arrays = dict(latents=np.asarray(codec.encode(jnp.asarray(train_clips["video"]))),
                       text_emb=train_clips["text_emb"], fps=train_clips["fps"], actions=train_clips["actions"])
+        if settings.get("cube_weight"):
+            centres = demo.cube_pixels(run / "episodes" / "train", train_clips["episodes"], settings["clip_frames"],
+                                       settings["size"] // CODEC_POOL)
+            arrays["loss_weights"] = demo.cube_cell_weights(centres, arrays["latents"].shape[-1], CODEC_FOLD,
+                                                            settings["cube_weight"])
         t = time.time()
         train(config, out / "train", batches=ArrayBatches(arrays, settings["batch_size"], seed=seed), progress=False)
         print(json.dumps(dict(out=str(out), variant=variant, train_s=round(time.time() - t, 1))))
@@ -94,14 +101,22 @@ def main():
     truth = demo._to_uint8(np.asarray(codec.pooled(jnp.asarray(test_clips["video"]))))
     videos["copy_first_frame"] = np.repeat(truth[:, :1], truth.shape[1], axis=1)
     res = dict(name=name, workdir=str(workdir), variant=variant)
+    centres = demo.cube_pixels(run / "episodes" / "heldout", rows, settings["clip_frames"], truth.shape[2])
+    videos["codec"] = demo._to_uint8(np.asarray(codec.decode(jnp.asarray(latents))))
     for k, v in videos.items():
         res[f"psnr_{k}"] = float(np.mean([psnr(a[1:] / 255, b[1:] / 255) for a, b in zip(truth, v, strict=True)]))
         res[f"ssim_{k}"] = float(np.mean([ssim(a[1:] / 255, b[1:] / 255) for a, b in zip(truth, v, strict=True)]))
         res[f"cube_{k}"] = cube_window_psnr(run, truth, v, settings["clip_frames"])
+        visible = demo.cube_visible(v, centres)[:, 1:]  # generated frames
+        res[f"cube_visible_{k}"] = float(visible.mean())
+        res[f"cube_visible_{k}_frames"] = [round(float(x), 3) for x in visible.mean(0)]
+    np.savez_compressed(workdir.parent / f"{name}.npz", **{f"video_{k}": v for k, v in dict(truth=truth, **videos).items()})
+    if str(idm_dir) == "-":  # no IDM: skip the joints' R²
+        idm_dir = None
     joints = demo.clip_states(run / "episodes" / "heldout", rows, settings["clip_frames"])[..., :7]
-    idm = load(idm_dir)
+    idm = load(idm_dir) if idm_dir is not None else None
     names = demo._joint_names(run / "episodes" / "heldout")
-    for k, driver in (("action", rows), ("truth", rows)):
+    for k, driver in (("action", rows), ("truth", rows)) if idm is not None else ():
         pred = predict(idm, truth if k == "truth" else videos[k])[0]
         m = joint_metrics(pred[:, 1:], joints[driver][:, 1:], names)
         res[f"r2_{k}"] = m["r2_mean"]
@@ -112,7 +127,7 @@ def main():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    picture = [np.concatenate(list(v[i]), axis=1) for i in range(3) for v in (truth, videos["action"])]
+    picture = [np.concatenate(list(v[i]), axis=1) for i in range(3) for v in (truth, videos["trained"], videos["action"])]
     plt.imsave(workdir.parent / f"{name}.png", np.concatenate(picture, 0).repeat(3, 0).repeat(3, 1))
 
 

@@ -56,3 +56,40 @@ def test_array_batches_cover_epochs_split_processes_and_resume():
     halves = [ArrayBatches(data, 4, seed=3, process_index=p, process_count=2) for p in (0, 1)]
     whole = ArrayBatches(data, 4, seed=3, process_index=0, process_count=1)
     np.testing.assert_array_equal(np.concatenate([next(h)["x"] for h in halves]), next(whole)["x"])
+
+
+def _scene(frames=3, size=16):
+    """An orange table with a red 2x2 cube at (row 8, column 4 + 2 f) in frame f."""
+    video = np.empty((1, frames, size, size, 3), np.uint8)
+    video[:] = (200, 140, 90)
+    centres = np.array([[[8, 4 + 2 * f] for f in range(frames)]])
+    for f in range(frames):
+        video[0, f, 8:10, 4 + 2 * f:6 + 2 * f] = (180, 35, 30)
+    return video, centres
+
+
+def test_cube_visible_finds_the_cube_and_not_shadow_or_noise():
+    from gw_jax.demo import cube_visible
+
+    video, centres = _scene()
+    assert cube_visible(video, centres).all()
+    blank = video.copy()
+    blank[0, 1:] = (200, 140, 90)  # the cube gone from frames 1, 2 ...
+    blank[0, 2, 6:12, 6:12] = (90, 63, 40)  # ... and a shadow (the table's hue, darker) over frame 2's place
+    assert cube_visible(blank, centres).tolist() == [[True, False, False]]
+    moved = video.copy()
+    moved[0, 2] = video[0, 0]  # the cube left where it was, but the simulator says it moved
+    assert cube_visible(moved, centres).tolist() == [[True, True, False]]
+    noise = video.copy()
+    noise[0, 1:] = np.random.default_rng(0).integers(0, 256, noise[0, 1:].shape)
+    assert not cube_visible(noise, centres)[0, 1:].any()
+
+
+def test_cube_pixels_project_the_simulators_cube(tmp_path):
+    from gw_jax.demo import cube_pixels
+
+    positions = np.array([[[0.0, 0.0, 1.0]], [[0.1, 0.0, 1.0]], [[0.1, -0.2, 1.0]]])  # camera frame = world here
+    np.savez(tmp_path / "0.npz", joints=np.zeros((3, 7)), object_positions=positions, extrinsics=np.eye(4),
+             intrinsics=np.array([[64.0, 0, 32], [0, 64, 32], [0, 0, 1]]))  # a 64x64 camera
+    # u = 64 x + 32, v = 64 y + 32 at 64x64: halved for 32x32 frames, (row, column), clipped 1 from the edge
+    assert cube_pixels(tmp_path, [0], 3, 32).tolist() == [[[16, 16], [16, 19], [9, 19]]]

@@ -82,3 +82,50 @@ def test_train_step_reads_loss_detail_weight():
 
     assert loss(0.0) == loss()  # configs saved before the option read as off
     assert loss(2.0) != pytest.approx(loss(0.0), rel=1e-3)
+
+
+def test_cell_weights_weight_the_error_and_the_step_reads_batch_loss_weights():
+    """reference_loss's ``cell_weights`` (the demo's cube cells) multiply each cell's squared error; ones are
+    the plain loss. The train step passes the batch's ``loss_weights``."""
+    fixture = np.load(FIXTURES / "gigaworld0_dit_tiny.npz")
+    f = {k.split("/", 1)[1]: fixture[k] for k in fixture.files if k.startswith("loss/")}
+    model = lambda *args: jnp.asarray(f["pred"])  # noqa: E731
+    args = (model, f["latents"], f["noise"], f["sigma"], f["ref_masks"], f["context"], f["meta"][0])
+    b, _, t, h, w = f["latents"].shape
+    np.testing.assert_allclose(reference_loss(*args, cell_weights=jnp.ones((b, 1, t, h, w))), f["per_sample_loss"],
+                               rtol=1e-5)
+    weights = np.zeros((b, 1, t, h, w), np.float32)
+    weights[:, :, :, :, : w // 2] = 2.0  # only the left half counts, twice: the loss of that half alone
+    x0 = f["latents"].astype(np.float64)
+    s = f["sigma"].reshape(-1, 1, 1, 1, 1).astype(np.float64)
+    tt = np.asarray(flow_time(s))
+    denoised = (1 - tt) * (x0 + f["noise"] * s) - tt * f["pred"]
+    denoised = f["ref_masks"] * x0 + (1 - f["ref_masks"]) * denoised
+    expected = (s.reshape(-1) ** 2 + 1) / s.reshape(-1) ** 2 * ((denoised - x0) ** 2)[..., : w // 2].mean(
+        axis=(1, 2, 3, 4))
+    np.testing.assert_allclose(reference_loss(*args, cell_weights=jnp.asarray(weights)), expected, rtol=1e-4)
+
+    graphdef, params, buffers = nnx.split(_ScaledInput(), nnx.Param, ...)
+    batch = dict(latents=jax.random.normal(jax.random.key(3), (2, 4, 3, 4, 4)), text_emb=jnp.ones((2, 2, 8)),
+                 fps=jnp.full((2,), 8.0))
+    loss_fn = make_loss_fn(ModelDef(graphdef, buffers), ml_collections.ConfigDict(
+        dict(p_mean=0.0, p_std=1.0, max_ref_frames=1, ref_start=1)))
+    plain = float(loss_fn(params, batch, jax.random.key(5)))
+    ones = float(loss_fn(params, dict(batch, loss_weights=jnp.ones((2, 1, 3, 4, 4))), jax.random.key(5)))
+    left = jnp.zeros((2, 1, 3, 4, 4)).at[..., :2].set(2.0)
+    assert ones == pytest.approx(plain, rel=1e-6)
+    assert float(loss_fn(params, dict(batch, loss_weights=left), jax.random.key(5))) != pytest.approx(plain, rel=1e-3)
+
+
+def test_cube_cell_weights_mark_the_cells_under_the_cube():
+    from gw_jax.demo import cube_cell_weights
+
+    # 32x32 frames, 4x4-pixel cells: a centre inside cell (1, 1), one on a cell corner, one at the far edge
+    w = cube_cell_weights(np.array([[[5, 5], [4, 4], [30, 30]]]), grid=8, cell=4, strength=8.0)
+    assert w.shape == (1, 1, 3, 8, 8)
+    np.testing.assert_allclose(w.mean(), 1.0, rtol=1e-6)
+    high = w > w.min() * 1.5
+    assert np.argwhere(high[0, 0, 0]).tolist() == [[1, 1]]
+    assert np.argwhere(high[0, 0, 1]).tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    assert np.argwhere(high[0, 0, 2]).tolist() == [[7, 7]]
+    np.testing.assert_allclose(w[high] / w.min(), 9.0, rtol=1e-6)

@@ -82,9 +82,10 @@ def detail_weights(latents_bcthw: jax.Array, strength: float) -> jax.Array:
 
 def reference_loss_terms(model: Denoiser, latents, noise, sigma, ref_masks, context, fps, *,
                          augment_sigma: float = TRAIN_AUGMENT_SIGMA, exclude_reference_from_mean: bool = False,
-                         detail_weight: float = 0.0):
+                         detail_weight: float = 0.0, cell_weights=None):
     """Everything the reference computes in one training forward (for tests and diagnostics). ``sigma`` (B, 1),
-    or (B, T) for a noise level per latent frame (diffusion forcing)."""
+    or (B, T) for a noise level per latent frame (diffusion forcing). ``cell_weights`` (B, 1, T, H, W): given
+    per-cell weights of the squared error (a gw_jax option: e.g. from the simulator's object positions)."""
     b = latents.shape[0]
     s = jnp.reshape(sigma, (b, 1, -1, 1, 1)).astype(jnp.float32)  # (B, 1, 1 or T, 1, 1)
     t = flow_time(s)
@@ -97,6 +98,8 @@ def reference_loss_terms(model: Denoiser, latents, noise, sigma, ref_masks, cont
     squared = jnp.square(denoised - latents)
     if detail_weight:  # opt-in (gw_jax): emphasise foreground / moving cells; 0 keeps the reference's loss
         squared = squared * detail_weights(latents, detail_weight)
+    if cell_weights is not None:
+        squared = squared * jax.lax.stop_gradient(cell_weights.astype(jnp.float32))
     loss_weight = (jnp.square(s) + 1.0) / jnp.square(s)
     per_frame = s.shape[2] > 1
     if per_frame:  # each frame's error weighted by its own sigma (one sigma: the reference's order of operations)

@@ -66,6 +66,15 @@ def nearest_resize_2d(mask_bchw: jax.Array, height: int, width: int) -> jax.Arra
     return mask_bchw[..., rows, :][..., cols]
 
 
+def reference_latents(x_bcthw: jax.Array) -> jax.Array:
+    """The reference frames' latents at every frame: (B, C-1, T, H, W) from the DiT's input (B, C, T, H, W) whose
+    last channel is the reference mask (1 on reference frames); the mean of several, zeros without any."""
+    latents, mask = x_bcthw[:, :-1], x_bcthw[:, -1:]
+    count = jnp.sum(mask, axis=2, keepdims=True)
+    mean = jnp.sum(latents * mask, axis=2, keepdims=True) / jnp.maximum(count, 1e-6)
+    return jnp.broadcast_to(mean, latents.shape)
+
+
 class GigaWorld0DiT(nnx.Module):
     def __init__(self, max_img_h: int, max_img_w: int, max_frames: int, in_channels: int, out_channels: int,
                  patch_spatial: int | list[int], patch_temporal: int, concat_padding_mask: bool = True,
@@ -76,7 +85,8 @@ class GigaWorld0DiT(nnx.Module):
                  natten_parameters: list | None = None, moe_parameters: Mapping | None = None, *,
                  scan_blocks: bool = True, remat_policy: str = "none", dtype="float32",
                  param_dtype="float32", attention_impl: str = "xla", action_dim: int | None = None,
-                 action_frames: int = 1, temporal_causal: bool = False, rngs: nnx.Rngs):
+                 action_frames: int = 1, temporal_causal: bool = False, concat_reference: bool = False,
+                 rngs: nnx.Rngs):
         if isinstance(patch_spatial, (list, tuple)):
             patch_spatial = int(patch_spatial[0])
         # per-block NATTEN neighbourhoods, checked against the largest latent grid the config declares
@@ -108,12 +118,17 @@ class GigaWorld0DiT(nnx.Module):
                 raise UserInputError(f"temporal_causal needs attention_impl='xla' and no natten_parameters (got "
                                      f"{attention_impl!r}): the other kernels take no mask")
             self.config.update(temporal_causal=True)
+        if concat_reference:  # not a reference kwarg: in config.json only when set
+            self.config.update(concat_reference=True)
         self.scan_blocks, self.remat_policy, self.attention_impl = scan_blocks, remat_policy, attention_impl
         dtype, param_dtype = _dtype(dtype), _dtype(param_dtype)
         self.dtype = dtype
         kw = dict(dtype=dtype, param_dtype=param_dtype)
         d = model_channels
-        patch_in = (in_channels + int(concat_padding_mask)) * patch_spatial ** 2 * patch_temporal
+        # concat_reference: every frame also sees the reference latents (in_channels - 1 of them, the last input
+        # channel being the reference mask) at its own cells, so static details copy without attention
+        patch_in = ((in_channels + int(concat_padding_mask) + (in_channels - 1) * int(concat_reference))
+                    * patch_spatial ** 2 * patch_temporal)
         self.x_embedder = linear(patch_in, d, ("patch", "embed"), rngs=rngs, **kw)
         self.t_embedder_1 = linear(d, d, ("embed", "mlp"), rngs=rngs, **kw)
         self.t_embedder_2 = linear(d, 3 * d, ("mlp", "modulation"), rngs=rngs, **kw)
@@ -204,6 +219,8 @@ class GigaWorld0DiT(nnx.Module):
                 padding_mask = jnp.zeros((b, 1, height * 8, width * 8), x.dtype)
             mask = nearest_resize_2d(padding_mask.astype(x.dtype), height, width)
             x = jnp.concatenate([x, jnp.broadcast_to(mask[:, :, None], (b, 1, frames, height, width))], axis=1)
+        if cfg.get("concat_reference"):
+            x = jnp.concatenate([x, reference_latents(x[:, :cfg["in_channels"]])], axis=1)
         tokens = rearrange(x, "b c (t r) (h m) (w n) -> b t (h w) (c r m n)", r=pt, m=p, n=p)
         t, h, w = frames // pt, height // p, width // p
         if self.natten is not None:

@@ -80,6 +80,7 @@ QUICK = dict(
     train_episodes=32, heldout_episodes=16, sim_frames=17, size=64, sim_fps=8.0, clip_frames=9,
     codec="patch_vae", codec_channels=16, codec_steps=1000, latent_noise=0.3, error_focus=0.01,  # the latent codec
     steps=1500, batch_size=8, model_channels=96, p_mean=1.0, p_std=1.0,  # the DiT and its training sigmas
+    patch_spatial=2, num_blocks=3, num_heads=4,
     sample_steps=20, sigma_max=80.0, sample_params="ema",  # the reference sampler
     feature_steps=400,  # the FVD feature network
     # the simulator's per-frame command (6 joint targets + gripper), one frame per latent (the codec has no
@@ -102,8 +103,10 @@ def demo_config(settings: dict, codec_path: str = "") -> ml_collections.ConfigDi
     config = base_config()
     config.model.update(dict(
         max_img_h=latent_size, max_img_w=latent_size, max_frames=settings["clip_frames"],
-        in_channels=channels + 1, out_channels=channels, patch_spatial=2, patch_temporal=1,
-        model_channels=settings["model_channels"], num_blocks=3, num_heads=4, crossattn_emb_channels=32,
+        in_channels=channels + 1, out_channels=channels, patch_spatial=settings.get("patch_spatial", 2),
+        patch_temporal=1, model_channels=settings["model_channels"], num_blocks=settings.get("num_blocks", 3),
+        num_heads=settings.get("num_heads", 4), concat_reference=settings.get("concat_reference", False),
+        crossattn_emb_channels=32,
         adaln_lora_dim=24, action_dim=settings.get("action_dim", 0), action_frames=1,
         scan_blocks=True, remat_policy="none", dtype="float32", param_dtype="float32", attention_impl="xla"))
     config.latents = "precomputed"

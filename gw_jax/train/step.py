@@ -2,7 +2,8 @@
 
 A batch holds ``latents`` (or ``video`` to encode), ``text_emb``, ``fps``, optionally ``ref_mask`` (frame
 masks from the loader), ``control`` (B, C_ctrl, T, H, W): extra channels concatenated to the DiT input, and
-``actions`` (B, F, A) for a DiT with ``action_dim``, each clip's dropped with ``loss.action_dropout``.
+``actions`` (B, F, A) for a DiT with ``action_dim``, each clip's dropped with ``loss.action_dropout``, and
+``loss_weights`` (B, 1, T, H, W): weights of each latent cell's squared error (e.g. the demo's object cells).
 
 Gradient accumulation scans over micro-batches (memory of one micro-batch, float32 gradient sum);
 the optimizer update, EMA and metrics happen once per step. Reference-frame masks, noise and sigma are
@@ -57,7 +58,8 @@ def make_loss_fn(model_def: ModelDef, loss_cfg, latent_fn: LatentFn | None = Non
             model = diffusion.with_control(model, batch["control"])
         per_sample = diffusion.reference_loss(model, latents, noise, sigma, ref_masks,
                                               batch["text_emb"], batch["fps"],
-                                              detail_weight=loss_cfg.get("detail_weight", 0.0))
+                                              detail_weight=loss_cfg.get("detail_weight", 0.0),
+                                              cell_weights=batch.get("loss_weights"))
         return jnp.mean(per_sample)
 
     return loss_fn
