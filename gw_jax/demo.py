@@ -193,8 +193,8 @@ def cube_visible(video: np.ndarray, centres: np.ndarray) -> np.ndarray:
     visible = np.zeros(video.shape[:2], bool)
     for i in range(len(video)):
         r, c = centres[i, 0]
-        table = chroma(np.median(video[i, 0, max(r - 4, 0):r + 5, max(c - 4, 0):c + 5].reshape(-1, 3).astype(np.float32),
-                                 axis=0))
+        around = video[i, 0, max(r - 4, 0):r + 5, max(c - 4, 0):c + 5].reshape(-1, 3).astype(np.float32)
+        table = chroma(np.median(around, axis=0))
         first = blocks(video[i, 0], r, c)
         cube = first[np.argmax(np.linalg.norm(first - table, axis=-1))]
         radius = 0.5 * np.linalg.norm(cube - table)

@@ -110,7 +110,8 @@ def main():
         visible = demo.cube_visible(v, centres)[:, 1:]  # generated frames
         res[f"cube_visible_{k}"] = float(visible.mean())
         res[f"cube_visible_{k}_frames"] = [round(float(x), 3) for x in visible.mean(0)]
-    np.savez_compressed(workdir.parent / f"{name}.npz", **{f"video_{k}": v for k, v in dict(truth=truth, **videos).items()})
+    np.savez_compressed(workdir.parent / f"{name}.npz",
+                        **{f"video_{k}": v for k, v in dict(truth=truth, **videos).items()})
     if str(idm_dir) == "-":  # no IDM: skip the joints' R²
         idm_dir = None
     joints = demo.clip_states(run / "episodes" / "heldout", rows, settings["clip_frames"])[..., :7]
@@ -127,7 +128,8 @@ def main():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    picture = [np.concatenate(list(v[i]), axis=1) for i in range(3) for v in (truth, videos["trained"], videos["action"])]
+    picture = [np.concatenate(list(v[i]), axis=1) for i in range(3)
+               for v in (truth, videos["trained"], videos["action"])]
     plt.imsave(workdir.parent / f"{name}.png", np.concatenate(picture, 0).repeat(3, 0).repeat(3, 1))
 
 
