@@ -175,31 +175,39 @@ def cube_cell_weights(centres: np.ndarray, grid: int, cell: int, strength: float
     return weights / weights.mean(axis=(1, 2, 3, 4), keepdims=True)
 
 
-def cube_visible(video: np.ndarray, centres: np.ndarray) -> np.ndarray:
+def _chroma(rgb: np.ndarray) -> np.ndarray:
+    return rgb / (np.sum(rgb, axis=-1, keepdims=True) + 30.0)  # + 30: near-black pixels have no hue
+
+
+def _block_chroma(frame: np.ndarray) -> np.ndarray:
+    """(H-1, W-1, 3): chromaticity of the mean colour of every 2x2 block of a (H, W, 3) frame."""
+    f = frame.astype(np.float32)
+    return _chroma((f[:-1, :-1] + f[1:, :-1] + f[:-1, 1:] + f[1:, 1:]) / 4)
+
+
+def cube_visible(video: np.ndarray, centres: np.ndarray, anywhere: bool = False) -> np.ndarray:
     """(B, T) bool: is the cube visible in each frame of ``video``, (B, T, H, W, 3) uint8, at ``centres``
     (B, T, 2) from ``cube_pixels``: the chromaticity (r, g, b) / (r + g + b) of one of the four 2x2 blocks of the
     3x3 window around the centre is nearer the cube's than half the cube's distance to the table's. Chromaticity,
     so that the arm's shadow on the table (darker, the table's hue) does not count; 2x2 means, so that noise
     does not. Both colours come from the video's own first frame (the given reference: as the codec renders it, for
     the rollouts): the cube's is the 2x2 block there furthest from the table's, the table's the median of the 9x9
-    window."""
-    def chroma(rgb):
-        return rgb / (np.sum(rgb, axis=-1, keepdims=True) + 30.0)  # + 30: near-black pixels have no hue
-
-    def blocks(frame, r, c):  # (4, 3): chromaticity of the 2x2 blocks' mean colours inside the 3x3 window
-        window = frame[r - 1:r + 2, c - 1:c + 2].astype(np.float32)
-        return chroma(np.stack([window[a:a + 2, b:b + 2].reshape(-1, 3).mean(0) for a in (0, 1) for b in (0, 1)]))
-
+    window. ``anywhere``: a cube-coloured 2x2 block anywhere in the frame counts (the cube drawn, if not where the
+    simulator has it)."""
     visible = np.zeros(video.shape[:2], bool)
     for i in range(len(video)):
         r, c = centres[i, 0]
         around = video[i, 0, max(r - 4, 0):r + 5, max(c - 4, 0):c + 5].reshape(-1, 3).astype(np.float32)
-        table = chroma(np.median(around, axis=0))
-        first = blocks(video[i, 0], r, c)
+        table = _chroma(np.median(around, axis=0))
+        first = _block_chroma(video[i, 0])[r - 1:r + 1, c - 1:c + 1].reshape(-1, 3)
         cube = first[np.argmax(np.linalg.norm(first - table, axis=-1))]
         radius = 0.5 * np.linalg.norm(cube - table)
         for f in range(video.shape[1]):
-            visible[i, f] = np.min(np.linalg.norm(blocks(video[i, f], *centres[i, f]) - cube, axis=-1)) < radius
+            blocks = _block_chroma(video[i, f])
+            if not anywhere:
+                r, c = centres[i, f]
+                blocks = blocks[r - 1:r + 1, c - 1:c + 1]
+            visible[i, f] = np.min(np.linalg.norm(blocks - cube, axis=-1)) < radius
     return visible
 
 

@@ -93,3 +93,16 @@ def test_cube_pixels_project_the_simulators_cube(tmp_path):
              intrinsics=np.array([[64.0, 0, 32], [0, 64, 32], [0, 0, 1]]))  # a 64x64 camera
     # u = 64 x + 32, v = 64 y + 32 at 64x64: halved for 32x32 frames, (row, column), clipped 1 from the edge
     assert cube_pixels(tmp_path, [0], 3, 32).tolist() == [[[16, 16], [16, 19], [9, 19]]]
+
+
+def test_cube_visible_anywhere_counts_a_cube_off_its_place():
+    from gw_jax.demo import cube_visible
+
+    video, centres = _scene()
+    moved = video.copy()
+    moved[0, 2] = video[0, 0]  # drawn where it was, not where the simulator has it
+    assert cube_visible(moved, centres, anywhere=True).all()
+    gone = video.copy()
+    gone[0, 2] = (200, 140, 90)
+    gone[0, 2, 0:6, 0:6] = (90, 63, 40)  # a shadow somewhere
+    assert cube_visible(gone, centres, anywhere=True).tolist() == [[True, True, False]]
