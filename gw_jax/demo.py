@@ -333,6 +333,11 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
     rollouts["copy_first_frame"] = np.repeat(truth[:, :1], truth.shape[1], axis=1)
     scores = score(truth, rollouts, feature_net)
     codec_video = _to_uint8(np.asarray(codec.decode(jnp.asarray(test_latents))))
+    centres = cube_pixels(out / "episodes" / "heldout", rows, settings["clip_frames"], truth.shape[2])
+    for name, video in dict(rollouts, codec=codec_video).items():  # the cube in the generated frames (issue 16)
+        visible = cube_visible(video, centres)[:, 1:]
+        scores[f"cube_visible_{name}"] = float(visible.mean())
+        scores[f"cube_visible_{name}_per_frame"] = [round(float(v), 3) for v in visible.mean(axis=0)]
     codec_psnr = score(truth, {"codec": codec_video}, feature_net)["psnr_codec"]
     losses = read_metrics(out / "train")
     write_results(out, truth, rollouts["untrained"], rollouts["trained"], test_clips["prompts"], losses,
@@ -395,6 +400,9 @@ def run(args) -> int:
           f"(copy first frame {report['ssim_copy_first_frame']:.3f})")
     print(f"  FVD   trained {report['fvd_trained']:.1f}     untrained {report['fvd_untrained']:.1f}  "
           f"(copy first frame {report['fvd_copy_first_frame']:.1f})")
+    action = f", action {report['cube_visible_action']:.2f}" if "cube_visible_action" in report else ""
+    print(f"  cube visible (share of generated frames): trained {report['cube_visible_trained']:.2f}{action}  (codec "
+          f"{report['cube_visible_codec']:.2f}, copy first frame {report['cube_visible_copy_first_frame']:.2f})")
     if "psnr_action" in report:
         print(f"driven by the episode's actions: PSNR {report['psnr_action']:.2f} dB, SSIM {report['ssim_action']:.3f}"
               f"  (another episode's actions: PSNR {report['psnr_action_swapped']:.2f} dB, "

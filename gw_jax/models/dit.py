@@ -86,7 +86,7 @@ class GigaWorld0DiT(nnx.Module):
                  scan_blocks: bool = True, remat_policy: str = "none", dtype="float32",
                  param_dtype="float32", attention_impl: str = "xla", action_dim: int | None = None,
                  action_frames: int = 1, temporal_causal: bool = False, concat_reference: bool = False,
-                 rngs: nnx.Rngs):
+                 reference_skip: bool = False, rngs: nnx.Rngs):
         if isinstance(patch_spatial, (list, tuple)):
             patch_spatial = int(patch_spatial[0])
         # per-block NATTEN neighbourhoods, checked against the largest latent grid the config declares
@@ -120,6 +120,11 @@ class GigaWorld0DiT(nnx.Module):
             self.config.update(temporal_causal=True)
         if concat_reference:  # not a reference kwarg: in config.json only when set
             self.config.update(concat_reference=True)
+        if reference_skip:  # nor this one: the output starts as 'copy the reference' (see _forward)
+            if in_channels - 1 != out_channels:
+                raise UserInputError(f"reference_skip needs in_channels = out_channels + 1 (the reference mask), got "
+                                     f"{in_channels} and {out_channels}")
+            self.config.update(reference_skip=True)
         self.scan_blocks, self.remat_policy, self.attention_impl = scan_blocks, remat_policy, attention_impl
         dtype, param_dtype = _dtype(dtype), _dtype(param_dtype)
         self.dtype = dtype
@@ -212,6 +217,7 @@ class GigaWorld0DiT(nnx.Module):
         cfg = self.config
         p, pt = cfg["patch_spatial"], cfg["patch_temporal"]
         b, _, frames, height, width = x.shape
+        x_in = x
         if height % p or width % p or frames % pt:
             raise ValueError(f"x spatial/temporal size {(frames, height, width)} must divide by the patch {(pt, p, p)}")
         if cfg["concat_padding_mask"]:
@@ -244,8 +250,14 @@ class GigaWorld0DiT(nnx.Module):
 
         x_btsd = self._run_blocks(x_btsd, emb, adaln_lora, context, angles, (t, h, w))
         out = self.final_layer(x_btsd, emb, adaln_lora)
-        return rearrange(out.astype(jnp.float32), "b t (h w) (m n r c) -> b c (t r) (h m) (w n)",
-                         h=h, w=w, m=p, n=p, r=pt)
+        out = rearrange(out.astype(jnp.float32), "b t (h w) (m n r c) -> b c (t r) (h m) (w n)",
+                        h=h, w=w, m=p, n=p, r=pt)
+        if cfg.get("reference_skip"):
+            # v = eps - x0, and the input is (1 - t) x0 + t eps: at t -> 1 (pure noise) v = input - x0 exactly, so
+            # input - reference is the velocity of 'nothing moved'; the network learns the correction
+            x_in = x_in.astype(jnp.float32)
+            out = out + x_in[:, :-1] - reference_latents(x_in)
+        return out
 
     def _embed_actions(self, actions, present, shape_bt):
         embedder = self.action_embedder

@@ -106,6 +106,7 @@ def demo_config(settings: dict, codec_path: str = "") -> ml_collections.ConfigDi
         in_channels=channels + 1, out_channels=channels, patch_spatial=settings.get("patch_spatial", 2),
         patch_temporal=1, model_channels=settings["model_channels"], num_blocks=settings.get("num_blocks", 3),
         num_heads=settings.get("num_heads", 4), concat_reference=settings.get("concat_reference", False),
+        reference_skip=settings.get("reference_skip", False),
         crossattn_emb_channels=32,
         adaln_lora_dim=24, action_dim=settings.get("action_dim", 0), action_frames=1,
         scan_blocks=True, remat_policy="none", dtype="float32", param_dtype="float32", attention_impl="xla"))
