@@ -81,6 +81,10 @@ QUICK = dict(
     codec="patch_vae", codec_channels=16, codec_steps=1000, latent_noise=0.3, error_focus=0.01,  # the latent codec
     steps=1500, batch_size=8, model_channels=96, p_mean=1.0, p_std=1.0,  # the DiT and its training sigmas
     patch_spatial=2, num_blocks=3, num_heads=4,
+    # the cube (issue 16, docs/demo.md "The cube"): every frame's tokens carry the reference frame's latents
+    # (model.concat_reference), the DiT's output starts as 'nothing moved' (model.reference_skip), and the cube's
+    # latent cells weigh 1 + cube_weight in the loss (from the simulator's cube positions; 0: off)
+    concat_reference=True, reference_skip=True, cube_weight=8.0,
     sample_steps=20, sigma_max=80.0, sample_params="ema",  # the reference sampler
     feature_steps=400,  # the FVD feature network
     # the simulator's per-frame command (6 joint targets + gripper), one frame per latent (the codec has no
