@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -32,20 +31,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gw_jax.data.episodes import load_clips
+from gw_jax.data.episodes import episode_frames, load_clips
 from gw_jax.data.loader import ClipTransform, PackedRecords, packed_action_stats
-from gw_jax.data.pack import action_stats, add_action_sums, pack, verify
+from gw_jax.data.pack import episodes_action_stats, pack, verify
 from gw_jax.data.rollouts import ROLLOUTS_FILE, save_rollouts
-from gw_jax.data.sim import load_episode, simulate_dataset
 from gw_jax.data.transforms import clip_actions, sample_frame_indices
-from gw_jax.data.video import write_video
+from gw_jax.data.video import to_uint8, write_video
+from gw_jax.demo_steps import cpu_seconds, run_accounting, simulate_episodes, train_demo_codec
 from gw_jax.diffusion import sample_reference, with_actions
 from gw_jax.geometry.camera import project
 from gw_jax.lam.pipeline import episode_latent_actions
 from gw_jax.lam.pipeline import load as load_lam
 from gw_jax.models.text_hash import HashTextEncoder
 from gw_jax.storage import local_args
-from gw_jax.train.codec import train_codec
 from gw_jax.train.data import ArrayBatches
 from gw_jax.train.defaults import CODEC_FOLD, CODEC_POOL, FULL, QUICK, demo_config
 from gw_jax.train.loop import build_setup, train
@@ -83,11 +81,6 @@ def rollout_from_first_frame(model, latents, text_emb, fps, key, sample_cfg):
     return np.asarray(run(noise, jnp.asarray(latents), jnp.asarray(text_emb), jnp.asarray(fps[:1])))
 
 
-def _to_uint8(video_bcthw: np.ndarray) -> np.ndarray:
-    """(B, 3, T, H, W) in [-1, 1] -> (B, T, H, W, 3) uint8."""
-    return np.clip((np.moveaxis(video_bcthw, 1, -1) + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
-
-
 def write_results(out: Path, truth, untrained, trained, prompts, losses, fps, action=None):
     # Imported here, not at the top, so that importing the demo (e.g. in a notebook) leaves the plotting
     # backend alone; the demo writes files only.
@@ -114,20 +107,6 @@ def write_results(out: Path, truth, untrained, trained, prompts, losses, fps, ac
     fig.tight_layout()
     fig.savefig(out / "loss.png", dpi=120)
     plt.close(fig)
-
-
-def episode_frames(directory: Path, episodes) -> np.ndarray:
-    """Every frame of the given episodes, (B, 3, F, H, W) in [-1, 1]: the codec trains on all of them."""
-    return np.stack([np.moveaxis(load_episode(directory, int(i))["frames"], -1, 0) for i in episodes]
-                    ).astype(np.float32) / 127.5 - 1.0
-
-
-def _cpu_seconds() -> float:
-    """CPU time of this process and its finished children (simulation workers): load-independent cost."""
-    import resource
-
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def _joint_names(directory: Path) -> list[str]:
@@ -234,10 +213,7 @@ def _use_latent_actions(lam_workdir, episodes_dir: Path, train_clips: dict, test
     off each episode's own frames and aligned and normalised exactly as the recorded commands are."""
     train_z = episode_latent_actions(lam_workdir, episodes_dir / "train", train_clips["episodes"])
     test_z = episode_latent_actions(lam_workdir, episodes_dir / "heldout", range(len(test_clips["video"])))
-    sums = None
-    for i, z in zip(train_clips["episodes"], train_z, strict=True):
-        sums = add_action_sums(sums, dict(actions=z, name=f"train/{i}"))
-    stats = action_stats([dict(action_sums=sums)])
+    stats = episodes_action_stats(train_z, [f"train/{i}" for i in train_clips["episodes"]])
     index = sample_frame_indices(len(train_z[0]), clip_frames)
     train_clips["actions"] = np.stack([clip_actions(z, index, stats) for z in train_z])
     test_clips["actions"] = np.stack([clip_actions(z, index, stats) for z in test_z])
@@ -253,45 +229,36 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
         settings["steps"] = steps
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    timings, t0, cpu0 = {}, time.perf_counter(), _cpu_seconds()
-    sim_kwargs = dict(frames=settings["sim_frames"], height=settings["size"], width=settings["size"],
-                      fps=settings["sim_fps"], progress=progress, workers=2)
-    simulate_dataset(out / "episodes" / "train", settings["train_episodes"], seed=seed, **sim_kwargs)
-    simulate_dataset(out / "episodes" / "heldout", settings["heldout_episodes"], seed=seed + 1, **sim_kwargs)
+    timings, t0, cpu0 = {}, time.perf_counter(), cpu_seconds()
+    train_dir, heldout_dir = simulate_episodes(out, settings, seed=seed, progress=progress)
     timings["simulate_s"] = time.perf_counter() - t0
 
     text = HashTextEncoder(width=32, max_length=16)
     t_pack = time.perf_counter()
-    index = pack(out / "episodes" / "train", out / "packed", text_encoder=text, shards=2, workers=2,
-                 progress=progress)
+    index = pack(train_dir, out / "packed", text_encoder=text, shards=2, workers=2, progress=progress)
     problems = verify(out / "packed")
     if problems or index["num_records"] != settings["train_episodes"]:
         raise RuntimeError(f"packed data failed verification: {problems or index['skipped']}")
     use_actions = bool(settings["action_dim"])
     train_clips = load_packed_clips(out / "packed", settings["clip_frames"], settings["size"], actions=use_actions)
     timings["pack_verify_load_s"] = time.perf_counter() - t_pack
-    test_clips = load_clips(out / "episodes" / "heldout", settings["heldout_episodes"], settings["clip_frames"], text,
+    test_clips = load_clips(heldout_dir, settings["heldout_episodes"], settings["clip_frames"], text,
                             action_stats=train_clips.get("action_stats"))  # normalised as the training actions
     if lam_workdir is not None and use_actions:  # the recorded commands replaced by the LAM's latent actions
         _use_latent_actions(lam_workdir, out / "episodes", train_clips, test_clips, settings["clip_frames"])
 
     t_codec = time.perf_counter()
-    codec, codec_losses = train_codec(
-        episode_frames(out / "episodes" / "train", train_clips["episodes"]), channels=settings["codec_channels"],
-        pool=CODEC_POOL, fold=CODEC_FOLD, steps=settings["codec_steps"], latent_noise=settings["latent_noise"],
-        error_focus=settings["error_focus"], seed=seed, progress=progress)
-    codec.save(out / "codec")
+    codec, codec_losses = train_demo_codec(episode_frames(train_dir, train_clips["episodes"]), settings,
+                                           out / "codec", seed=seed, progress=progress)
     train_latents = np.asarray(codec.encode(jnp.asarray(train_clips["video"])))
     test_latents = np.asarray(codec.encode(jnp.asarray(test_clips["video"])))
     timings["codec_s"] = time.perf_counter() - t_codec
     t_features = time.perf_counter()
     pooled = lambda video: np.asarray(codec.pooled(jnp.asarray(video)))  # noqa: E731
     feature_net = train_feature_net(
-        pooled(train_clips["video"]), clip_states(out / "episodes" / "train", train_clips["episodes"],
-                                                  settings["clip_frames"]),
+        pooled(train_clips["video"]), clip_states(train_dir, train_clips["episodes"], settings["clip_frames"]),
         steps=settings["feature_steps"], seed=seed, progress=progress)
-    test_states = clip_states(out / "episodes" / "heldout", range(settings["heldout_episodes"]),
-                              settings["clip_frames"])
+    test_states = clip_states(heldout_dir, range(settings["heldout_episodes"]), settings["clip_frames"])
     timings["fvd_features_s"] = time.perf_counter() - t_features
 
     config = demo_config(settings, codec_path=str((out / "codec").absolute()))
@@ -303,7 +270,7 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
         config.data.action_stats = train_clips["action_stats"]  # saved with the config, for `gw-jax sample`
     if settings.get("cube_weight"):  # the cube's latent cells weigh more in the loss (the simulator's positions)
         arrays["loss_weights"] = cube_cell_weights(
-            cube_pixels(out / "episodes" / "train", train_clips["episodes"], settings["clip_frames"],
+            cube_pixels(train_dir, train_clips["episodes"], settings["clip_frames"],
                         settings["size"] // CODEC_POOL), train_latents.shape[-1], CODEC_FOLD, settings["cube_weight"])
     batches = ArrayBatches(arrays, settings["batch_size"], seed=seed)
     result = train(config, out / "train", batches=batches, progress=progress)
@@ -325,15 +292,15 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
             model = with_actions(model, actions, guidance=config.sample.action_guidance)
         latents = rollout_from_first_frame(model, test_latents, test_clips["text_emb"], test_clips["fps"], key,
                                            config.sample)
-        rollouts[name] = _to_uint8(np.asarray(codec.decode(jnp.asarray(latents))))
-    truth = _to_uint8(pooled(test_clips["video"]))
+        rollouts[name] = to_uint8(np.asarray(codec.decode(jnp.asarray(latents))))
+    truth = to_uint8(pooled(test_clips["video"]))
     timings["rollout_s"] = time.perf_counter() - t2
 
     # a baseline any world model should beat: repeat the reference frame
     rollouts["copy_first_frame"] = np.repeat(truth[:, :1], truth.shape[1], axis=1)
     scores = score(truth, rollouts, feature_net)
-    codec_video = _to_uint8(np.asarray(codec.decode(jnp.asarray(test_latents))))
-    centres = cube_pixels(out / "episodes" / "heldout", rows, settings["clip_frames"], truth.shape[2])
+    codec_video = to_uint8(np.asarray(codec.decode(jnp.asarray(test_latents))))
+    centres = cube_pixels(heldout_dir, rows, settings["clip_frames"], truth.shape[2])
     for name, video in dict(rollouts, codec=codec_video).items():  # the cube in the generated frames (issue 16)
         visible = cube_visible(video, centres)[:, 1:]
         scores[f"cube_visible_{name}"] = float(visible.mean())
@@ -342,7 +309,7 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
     losses = read_metrics(out / "train")
     write_results(out, truth, rollouts["untrained"], rollouts["trained"], test_clips["prompts"], losses,
                   float(test_clips["fps"][0]), action=rollouts.get("action"))
-    names = _joint_names(out / "episodes" / "heldout")  # clip_states' first columns are the joints
+    names = _joint_names(heldout_dir)  # clip_states' first columns are the joints
     save_rollouts(out / ROLLOUTS_FILE, dict(truth=truth, codec=codec_video, **rollouts), test_states[..., :len(names)],
                   names, drivers, episodes=rows, fps=float(test_clips["fps"][0]))
     report = dict(
@@ -367,10 +334,7 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
                  if use_actions else None),
         packed=dict(records=index["num_records"], shards=len(index["shards"]), verified=True),
         first_loss=losses[0]["loss"] if losses else None, final_loss=losses[-1]["loss"] if losses else None,
-        prompts=test_clips["prompts"], timings_s={k: round(v, 1) for k, v in timings.items()},
-        total_s=round(time.perf_counter() - t0, 1), cpu_s=round(_cpu_seconds() - cpu0, 1),
-        load_average=[round(x, 2) for x in os.getloadavg()],  # other work on the machine inflates total_s
-        devices=[str(d) for d in jax.devices()],
+        prompts=test_clips["prompts"], **run_accounting(timings, t0, cpu0),
     )
     (out / "report.json").write_text(json.dumps(report, indent=1))
     return report

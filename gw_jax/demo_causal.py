@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -35,16 +34,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gw_jax.data.sim import load_episode, simulate_dataset
-from gw_jax.data.pack import action_stats as stats_from_sums, add_action_sums
+from gw_jax.data.episodes import episode_frames
+from gw_jax.data.pack import episodes_action_stats
+from gw_jax.data.sim import load_episode
 from gw_jax.data.transforms import clip_actions
-from gw_jax.demo import _cpu_seconds, _to_uint8, episode_frames
+from gw_jax.data.video import to_uint8
+from gw_jax.demo_steps import cpu_seconds, run_accounting, simulate_episodes, train_demo_codec
 from gw_jax.diffusion import sample_autoregressive
 from gw_jax.models.text_hash import HashTextEncoder
 from gw_jax.storage import local_args
-from gw_jax.train.codec import train_codec
 from gw_jax.train.data import ArrayBatches
-from gw_jax.train.defaults import CODEC_FOLD, CODEC_POOL, QUICK, demo_config
+from gw_jax.train.defaults import QUICK, demo_config
 from gw_jax.train.loop import train
 from gw_jax.video_metrics import psnr, ssim
 
@@ -63,13 +63,6 @@ def episode_latents(codec, directory: Path, episodes, chunk: int = 8) -> np.ndar
 
 def episode_actions(directory: Path, count: int) -> list[np.ndarray]:
     return [np.asarray(load_episode(directory, i)["actions"], np.float32) for i in range(count)]
-
-
-def own_action_stats(actions: list[np.ndarray], directory: Path) -> dict:
-    sums = None
-    for i, episode_actions_fa in enumerate(actions):
-        sums = add_action_sums(sums, dict(actions=episode_actions_fa, name=f"{directory}/{i}"))
-    return stats_from_sums([dict(action_sums=sums)])
 
 
 def training_clips(latents, actions, stats, text_emb, fps: float, clip_frames: int, stride: int) -> dict:
@@ -124,20 +117,14 @@ def run_causal_demo(out: str | Path, *, seed: int = 0, steps: int | None = None,
     settings = dict(CAUSAL, **({} if steps is None else dict(steps=steps)), **overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    timings, t0, cpu0 = {}, time.perf_counter(), _cpu_seconds()
-    sim = dict(frames=settings["sim_frames"], height=settings["size"], width=settings["size"],
-               fps=settings["sim_fps"], progress=progress, workers=2)
-    train_dir, heldout_dir = out / "episodes" / "train", out / "episodes" / "heldout"
-    simulate_dataset(train_dir, settings["train_episodes"], seed=seed, **sim)
-    simulate_dataset(heldout_dir, settings["heldout_episodes"], seed=seed + 1, **sim)
+    timings, t0, cpu0 = {}, time.perf_counter(), cpu_seconds()
+    train_dir, heldout_dir = simulate_episodes(out, settings, seed=seed, progress=progress)
     timings["simulate_s"] = time.perf_counter() - t0
 
     t_codec = time.perf_counter()
     train_ids, heldout_ids = list(range(settings["train_episodes"])), list(range(settings["heldout_episodes"]))
-    codec, _ = train_codec(episode_frames(train_dir, train_ids), channels=settings["codec_channels"], pool=CODEC_POOL,
-                           fold=CODEC_FOLD, steps=settings["codec_steps"], latent_noise=settings["latent_noise"],
-                           error_focus=settings["error_focus"], seed=seed, progress=progress)
-    codec.save(out / "codec")
+    codec, _ = train_demo_codec(episode_frames(train_dir, train_ids), settings, out / "codec", seed=seed,
+                                progress=progress)
     train_latents, heldout_latents = episode_latents(codec, train_dir, train_ids), episode_latents(
         codec, heldout_dir, heldout_ids)
     timings["codec_s"] = time.perf_counter() - t_codec
@@ -145,7 +132,7 @@ def run_causal_demo(out: str | Path, *, seed: int = 0, steps: int | None = None,
     text = HashTextEncoder(width=32, max_length=16)
     prompt = lambda d, ids: text.encode([load_episode(d, i)["prompt"] for i in ids])[0]  # noqa: E731
     train_actions = episode_actions(train_dir, settings["train_episodes"])
-    stats = own_action_stats(train_actions, train_dir)
+    stats = episodes_action_stats(train_actions, [f"{train_dir}/{i}" for i in train_ids])
     clip_frames, stride = settings["clip_frames"], settings["stride"]
     fps = settings["sim_fps"] / stride
     clips = training_clips(train_latents, train_actions, stats, prompt(train_dir, train_ids), fps, clip_frames, stride)
@@ -179,8 +166,8 @@ def run_causal_demo(out: str | Path, *, seed: int = 0, steps: int | None = None,
 
     latents = roll(jnp.asarray(truth_latents[:, :, :1]), jnp.asarray(heldout_actions),
                    jnp.asarray(prompt(heldout_dir, heldout_ids)), jax.random.key(seed + 7))
-    generated = _to_uint8(np.asarray(codec.decode(latents)))
-    truth = _to_uint8(np.asarray(codec.pooled(jnp.asarray(episode_frames(heldout_dir, heldout_ids)[:, :, index]))))
+    generated = to_uint8(np.asarray(codec.decode(latents)))
+    truth = to_uint8(np.asarray(codec.pooled(jnp.asarray(episode_frames(heldout_dir, heldout_ids)[:, :, index]))))
     timings["rollout_s"] = time.perf_counter() - t_roll
 
     copy = np.repeat(truth[:, :1], truth.shape[1], axis=1)
@@ -200,9 +187,7 @@ def run_causal_demo(out: str | Path, *, seed: int = 0, steps: int | None = None,
         per_frame=curves, rollout_latent_frames=len(index), clip_latent_frames=clip_frames, window=settings["window"],
         train_clips=len(clips["latents"]), train_steps=settings["steps"], heldout_episodes=settings["heldout_episodes"],
         sampler=f"reference (Karras, order 1), {sample.steps} steps per frame, {settings['sample_params']} weights",
-        timings_s={k: round(v, 1) for k, v in timings.items()}, total_s=round(time.perf_counter() - t0, 1),
-        cpu_s=round(_cpu_seconds() - cpu0, 1), load_average=[round(x, 2) for x in os.getloadavg()],
-        devices=[str(d) for d in jax.devices()])
+        **run_accounting(timings, t0, cpu0))
     (out / "report.json").write_text(json.dumps(report, indent=1))
     return report
 

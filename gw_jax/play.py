@@ -28,15 +28,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from gw_jax.data.transforms import normalise_actions
+from gw_jax.data.video import to_uint8
 from gw_jax.diffusion.autoregressive import next_latent
 from gw_jax.diffusion.generate import resize_and_crop
 from gw_jax.errors import UserInputError
 from gw_jax.models.factory import load_codec, load_text_encoder
 from gw_jax.train.export import restore_workdir
-
-
-def _to_uint8(video_bcthw) -> np.ndarray:
-    return np.clip((np.moveaxis(np.asarray(video_bcthw), 1, -1) + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
 
 
 class Player:
@@ -88,7 +85,7 @@ class Player:
                        else np.asarray(first_action, np.float32))
         self.chunks = [self._normalised(self.action)]
         self.count = 0
-        self.frames = [_to_uint8(self.codec.decode(self.latents[0]))[0, 0]]
+        self.frames = [to_uint8(self.codec.decode(self.latents[0]))[0, 0]]
         return self.frames[0]
 
     def _normalised(self, action) -> np.ndarray:
@@ -142,7 +139,7 @@ class Player:
             new.append(latent)
         self.latents = self.latents[-self.window:]
         self.chunks = self.chunks[-self.window:]
-        frames = _to_uint8(self.codec.decode(jnp.concatenate(new, axis=2)))[0]
+        frames = to_uint8(self.codec.decode(jnp.concatenate(new, axis=2)))[0]
         self.frames.extend(frames)
         return frames
 

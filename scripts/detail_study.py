@@ -22,6 +22,7 @@ import numpy as np
 
 from gw_jax import demo
 from gw_jax.data.episodes import load_clips
+from gw_jax.data.video import to_uint8
 from gw_jax.diffusion import with_actions
 from gw_jax.geometry.camera import project
 from gw_jax.idm.pipeline import predict
@@ -97,12 +98,12 @@ def main():
     for set_name, driver in (("trained", None), ("action", rows), ("action_swapped", np.roll(rows, 1))):
         model = base if driver is None else with_actions(base, test_clips["actions"][driver], guidance=guidance)
         out = demo.rollout_from_first_frame(model, latents, test_clips["text_emb"], test_clips["fps"], key, sample)
-        videos[set_name] = demo._to_uint8(np.asarray(codec.decode(jnp.asarray(out))))
-    truth = demo._to_uint8(np.asarray(codec.pooled(jnp.asarray(test_clips["video"]))))
+        videos[set_name] = to_uint8(np.asarray(codec.decode(jnp.asarray(out))))
+    truth = to_uint8(np.asarray(codec.pooled(jnp.asarray(test_clips["video"]))))
     videos["copy_first_frame"] = np.repeat(truth[:, :1], truth.shape[1], axis=1)
     res = dict(name=name, workdir=str(workdir), variant=variant)
     centres = demo.cube_pixels(run / "episodes" / "heldout", rows, settings["clip_frames"], truth.shape[2])
-    videos["codec"] = demo._to_uint8(np.asarray(codec.decode(jnp.asarray(latents))))
+    videos["codec"] = to_uint8(np.asarray(codec.decode(jnp.asarray(latents))))
     for k, v in videos.items():
         res[f"psnr_{k}"] = float(np.mean([psnr(a[1:] / 255, b[1:] / 255) for a, b in zip(truth, v, strict=True)]))
         res[f"ssim_{k}"] = float(np.mean([ssim(a[1:] / 255, b[1:] / 255) for a, b in zip(truth, v, strict=True)]))

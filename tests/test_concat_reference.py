@@ -4,7 +4,7 @@ import numpy as np
 from flax import nnx
 
 from gw_jax.models.dit import GigaWorld0DiT, reference_latents
-from test_causal import C, _inputs, forward, small_dit
+from test_causal import SMALL, C, _inputs, forward, small_dit
 
 
 def test_reference_latents_broadcast_the_masked_frames():
@@ -45,3 +45,33 @@ def test_concat_reference_round_trips_through_the_reference_layout(tmp_path):
     np.testing.assert_array_equal(np.asarray(forward(loaded, x, t, context)), np.asarray(forward(model, x, t, context)))
     assert nnx.state(model, nnx.Param)["x_embedder"]["kernel"].shape[0] == \
         nnx.state(small_dit(), nnx.Param)["x_embedder"]["kernel"].shape[0] + C * 4  # 2x2 patches of C more channels
+
+
+def _zero_final_linear(model):
+    """The network's own output F set to zero: what is left is the skip."""
+    linear = model.final_layer.linear
+    linear.kernel[...] = 0.0 * linear.kernel[...]
+    if getattr(linear, "bias", None) is not None:
+        linear.bias[...] = 0.0 * linear.bias[...]
+
+
+def test_reference_skip_outputs_input_minus_reference():
+    """With the network's output zeroed, the skip's velocity is input - reference, so the x0 the objective
+    computes at t = 1, input - t v, is the reference in every frame ('nothing moved'); without the skip the
+    zeroed model outputs zeros (the test can fail)."""
+    import pytest
+
+    from gw_jax.errors import UserInputError
+
+    x, t, context = _inputs(3)
+    x[:, -1] = 0.0
+    x[:, -1, 0] = 1.0  # frame 0 is the reference
+    skip, plain = small_dit(reference_skip=True), small_dit()
+    _zero_final_linear(skip), _zero_final_linear(plain)
+    ref = np.asarray(reference_latents(x))
+    v = np.asarray(forward(skip, x, t, context))
+    np.testing.assert_allclose(v, x[:, :C] - ref, atol=1e-6)
+    np.testing.assert_allclose(x[:, :C] - 1.0 * v, ref, atol=1e-6)
+    assert not np.any(np.asarray(forward(plain, x, t, context)))
+    with pytest.raises(UserInputError, match="reference_skip"):
+        GigaWorld0DiT(**dict(SMALL, out_channels=C - 1), reference_skip=True, rngs=nnx.Rngs(0))

@@ -25,7 +25,8 @@ PSNR_OVER_COPY_DB, MIN_SSIM = 1.0, 0.5
 def test_tiny_world_model_samples_its_training_episodes_back(tmp_path):
     from gw_jax.data.episodes import load_clips
     from gw_jax.data.sim import simulate_dataset
-    from gw_jax.demo import _to_uint8, rollout_from_first_frame
+    from gw_jax.data.video import to_uint8
+    from gw_jax.demo import rollout_from_first_frame
     from gw_jax.diffusion import sample_reference
     from gw_jax.models.text_hash import HashTextEncoder
     from gw_jax.train.codec import train_codec
@@ -46,7 +47,7 @@ def test_tiny_world_model_samples_its_training_episodes_back(tmp_path):
     config = demo_config(settings)
     result = train(config, tmp_path / "train", progress=False,
                    batches=ArrayBatches(dict(latents=latents, text_emb=clips["text_emb"], fps=clips["fps"]), EPISODES))
-    truth = _to_uint8(np.asarray(codec.pooled(jnp.asarray(clips["video"])))) / 255
+    truth = to_uint8(np.asarray(codec.pooled(jnp.asarray(clips["video"])))) / 255
 
     def scores(params, stop_after=None):
         model = result.model_def.merge(params)
@@ -61,7 +62,7 @@ def test_tiny_world_model_samples_its_training_episodes_back(tmp_path):
                 fps=jnp.asarray(clips["fps"][:1]), steps=config.sample.steps, guidance=config.sample.guidance,
                 sigma_max=config.sample.sigma_max, augment_sigma=config.sample.augment_sigma)
             sampled = trajectory[stop_after - 1]
-        video = _to_uint8(np.asarray(codec.decode(jnp.asarray(sampled)))) / 255
+        video = to_uint8(np.asarray(codec.decode(jnp.asarray(sampled)))) / 255
         pairs = list(zip(truth, video, strict=True))
         return np.mean([psnr(t[1:], v[1:]) for t, v in pairs]), np.mean([ssim(t[1:], v[1:]) for t, v in pairs])
 

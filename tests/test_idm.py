@@ -51,6 +51,30 @@ def test_model_shapes_and_sizes():
     assert size(build(IDM, (64, 64))) == 1_875_582 and size(build(IDM, (32, 32))) == 1_482_366
 
 
+def test_compiled_init_gives_the_eager_weights():
+    """The IDM and its U-Net initialise in one compiled call (``models.compiled_init``): the same module and
+    values as the eager build (without XLA's CPU optimisation passes: to within the last bit)."""
+    import jax
+    from flax import nnx
+
+    from gw_jax.idm.models import ConvNorm
+    from gw_jax.models.compiled_init import compiled_init
+
+    def build(seed=1):  # one of the nets' layers: eager builds compile every initialiser, slow under load
+        return ConvNorm(3 + 2, 8, rngs=nnx.Rngs(seed))
+
+    eager = nnx.state(build())
+    for compiled, exact in ((compiled_init(build), True), (compiled_init(build, optimise=False), False)):
+        assert nnx.graphdef(compiled) == nnx.graphdef(nnx.eval_shape(build))
+        for a, b in zip(jax.tree.leaves(nnx.state(compiled)), jax.tree.leaves(eager), strict=True):
+            if exact:
+                np.testing.assert_array_equal(a, b)
+            else:
+                np.testing.assert_allclose(a, b, rtol=0, atol=1e-7)
+    other = nnx.state(compiled_init(lambda: build(seed=2), optimise=False))
+    assert not np.allclose(other["conv"]["kernel"][...], eager["conv"]["kernel"][...])
+
+
 def test_joint_metrics():
     from gw_jax.idm.train import joint_metrics
 

@@ -26,7 +26,8 @@ LAYERS = {
     "models": 2, "convert": 2, "geometry": 2,
     "diffusion": 3, "data": 3, "testing": 3,  # testing: tiny release-layout folders (tests, notebooks' smoke mode)
     "train": 4, "idm": 4, "lam": 4, "physics": 4, "engine": 4, "play": 4,  # play: the AR world model's play loop
-    "cli": 5, "demo": 5, "demo_causal": 5, "bench": 5, "notebook": 5,  # notebook: what the colab/ notebooks share
+    "cli": 5, "demo": 5, "demo_causal": 5, "demo_steps": 5,  # demo_steps: what the two demos share
+    "bench": 5, "notebook": 5,  # notebook: what the colab/ notebooks share
 }
 APP_LAYER = 5
 
@@ -42,7 +43,7 @@ def is_command(module: str) -> bool:
 
 def is_app(module: str) -> bool:
     parts = module.split(".")
-    return (is_command(module) or module in ("gw_jax.demo", "gw_jax.demo_causal")
+    return (is_command(module) or module in ("gw_jax.demo", "gw_jax.demo_causal", "gw_jax.demo_steps")
             or (len(parts) > 1 and parts[1] == "bench") or parts[-1] == "report" or parts[-1].endswith("_report"))
 
 

@@ -104,3 +104,22 @@ def test_auto_attention_is_exact_xla_on_cpu():
         assert resolve_auto() == "xla"
     q = jax.random.normal(jax.random.key(4), (1, 8, 2, 4))
     np.testing.assert_array_equal(np.asarray(attention(q, q, q, impl="auto")), np.asarray(xla_attention(q, q, q)))
+
+
+@pytest.mark.parametrize("q_len,kv_len,fused", [(8, 8, True), (8, 6, True), (8, 7, False), (9, 8, False)])
+def test_cudnn_attention_sends_odd_lengths_to_xla(monkeypatch, q_len, kv_len, fused):
+    """JAX's cuDNN path refuses odd sequence lengths in the gradient (seen on an H100, tests/test_gpu.py):
+    those go to ``xla``; even ones reach ``jax.nn.dot_product_attention(implementation="cudnn")``."""
+    from gw_jax.models.attention import cudnn_attention
+
+    calls = []
+
+    def recorded(q, k, v, implementation=None):
+        calls.append(implementation)
+        return xla_attention(q, k, v)
+
+    monkeypatch.setattr(jax.nn, "dot_product_attention", recorded)
+    q = jax.random.normal(jax.random.key(0), (1, q_len, 2, 8))
+    kv = jax.random.normal(jax.random.key(1), (1, kv_len, 2, 8))
+    np.testing.assert_array_equal(np.asarray(cudnn_attention(q, kv, kv)), np.asarray(xla_attention(q, kv, kv)))
+    assert calls == (["cudnn"] if fused else [])

@@ -21,6 +21,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from gw_jax.bench.dit_bench import PRESETS, interleaved_medians, jax_dit, median_time, thread_info, torch_cosmos
 from gw_jax.diffusion import sample_reference
@@ -151,24 +152,30 @@ def check_same_work(p: dict, steps: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- timing
-def bench_jax_sampler(p: dict, steps: int, timers: dict | None = None) -> dict:
-    model, data = jax_dit(p), {k: jnp.asarray(v) for k, v in inputs(p).items()}
+def bench_jax_sampler(p: dict, steps: int, timers: dict | None = None, dtype: str = "float32",
+                      **model_kwargs) -> dict:
+    """``dtype`` / ``model_kwargs``: the DiT's compute dtype and options (e.g. ``attention_impl``). The weights
+    are an argument of the compiled loop (closed over, 2B of them would be baked in as 8 GB of constants)."""
+    model = jax_dit(p, dtype, **model_kwargs)
+    count = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    graphdef, params = nnx.split(model)
+    data = {k: jnp.asarray(v) for k, v in inputs(p).items()}
 
     @jax.jit
-    def sample(noise):
-        return sample_reference(model, noise, context=data["context"], negative_context=data["negative"],
-                                cond_latents=data["cond"], cond_mask=data["mask"], fps=FPS, steps=steps,
-                                guidance=GUIDANCE, augment_sigma=AUGMENT_SIGMA)[0]
+    def sample(params_, noise):
+        return sample_reference(nnx.merge(graphdef, params_), noise, context=data["context"],
+                                negative_context=data["negative"], cond_latents=data["cond"], cond_mask=data["mask"],
+                                fps=FPS, steps=steps, guidance=GUIDANCE, augment_sigma=AUGMENT_SIGMA)[0]
 
     start = time.perf_counter()
-    compiled = sample.lower(data["noise"]).compile()
+    compiled = sample.lower(params, data["noise"]).compile()
     compile_s = time.perf_counter() - start
-    run = lambda: compiled(data["noise"]).block_until_ready()  # noqa: E731
+    run = lambda: compiled(params, data["noise"]).block_until_ready()  # noqa: E731
     run()
     if timers is not None:
         timers["loop_s"] = run
     return dict(loop_s=median_time(run, p["repeats"]), compile_s=compile_s, model_calls=steps,
-                call_batch=2 * p["batch"])
+                call_batch=2 * p["batch"], params=count)
 
 
 def bench_torch_sampler(p: dict, steps: int, *, compile_model: bool, legacy: bool = False,

@@ -80,8 +80,9 @@ def _reference_keys(path: tuple, shape: tuple) -> tuple[list[str], tuple, bool]:
     return keys, tuple(reversed(shape[-2:])) if transpose else tuple(shape[-1:]), transpose
 
 
-def _optional(path: tuple) -> bool:
-    """Parameters a checkpoint may lack (the action MLPs: not in a release): they keep their initial values."""
+def not_in_release(path: tuple) -> bool:
+    """Parameters of layers the released architecture lacks (the action MLPs): a checkpoint may lack them (they
+    keep their initial values), and LoRA post-training trains them fully (there is nothing to adapt)."""
     return str(path[0]) == "action_embedder"
 
 
@@ -92,7 +93,7 @@ def check_reference_keys(params: dict[tuple, object], reader: SafetensorsReader)
     for path, variable in params.items():
         shape = tuple(variable.shape)
         keys, expected, _ = _reference_keys(path, shape)
-        if _optional(path) and not any(key in reader.shapes for key in keys):
+        if not_in_release(path) and not any(key in reader.shapes for key in keys):
             continue
         for key in keys:
             if key not in reader.shapes:
@@ -112,7 +113,7 @@ def reference_slice_fn(path: tuple, shape: tuple, reader: SafetensorsReader, dty
     from only the reference keys and rows it covers (what ``jax.make_array_from_callback`` asks for)."""
     template, stacked, transpose = reference_template(path)
     lead = int(stacked) + int("{e}" in template)
-    if _optional(path) and template not in reader.shapes:
+    if not_in_release(path) and template not in reader.shapes:
         initial = action_embed.initial_value(path, shape, dtype)
         return lambda index: initial[tuple(index)]
 
@@ -136,14 +137,15 @@ def reference_slice_fn(path: tuple, shape: tuple, reader: SafetensorsReader, dty
 
 
 def load_reference_arrays(params: nnx.State, directory: Path, shardings=None, *,
-                          verify: bool = True) -> dict[tuple, jax.Array]:
+                          verify: bool = True, whole: nnx.State | None = None) -> dict[tuple, jax.Array]:
     """{path: jax.Array} for every parameter of ``params`` (an abstract Param state), each placed with its
     sharding (a matching nested state/dict of shardings; None: the default device) straight from the files,
     one device shard at a time: no host copy of the whole checkpoint, nor of a whole parameter. ``verify``:
-    check the files against the folder's SHA256SUMS first, when it has one."""
+    check the files against the folder's SHA256SUMS first, when it has one. ``whole``: the model's whole
+    abstract Param state when ``params`` is part of it (the keys are checked against the whole)."""
     reader = SafetensorsReader.open(directory, WEIGHTS_STEM, verify=verify)
     flat = _flat_params(params)
-    check_reference_keys(flat, reader)
+    check_reference_keys(flat if whole is None else _flat_params(whole), reader)
     flat_shardings = dict(nnx.to_flat_state(shardings)) if isinstance(shardings, nnx.State) else (
         {tuple(k): v for k, v in traverse_util.flatten_dict(shardings).items()} if shardings is not None else {})
     default = jax.sharding.SingleDeviceSharding(jax.devices()[0])

@@ -3,6 +3,7 @@
     clips = load_clips(Path("episodes"), count=32, clip_frames=9, text_encoder=encoder)
     clips["video"]  # (B, 3, T, H, W) in [-1, 1]; also "text_emb", "fps", "prompts"
     clips = load_clips(..., action_stats=stats)   # also "actions" (B, T, A), normalised (``stats``: ``action_stats``)
+    video = episode_frames(Path("episodes"), [0, 1])  # every frame, (B, 3, F, H, W) in [-1, 1]
 
 Used by `gw-jax train --config.data.raw_dir=DIR` and the demo's held-out episodes.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gw_jax.data.pack import action_stats as stats_from_sums, add_action_sums
+from gw_jax.data.pack import episodes_action_stats
 from gw_jax.data.sim import load_episode
 from gw_jax.data.transforms import clip_actions
 from gw_jax.errors import UserInputError
@@ -42,11 +43,14 @@ def load_clips(directory: Path, count: int, clip_frames: int, text_encoder, *,
     out = dict(video=np.stack(videos), text_emb=emb, fps=np.asarray(fps, np.float32), prompts=prompts)
     if action_stats is not None:
         if action_stats == "own":
-            sums = None
-            for i, episode_actions in enumerate(actions):
-                sums = add_action_sums(sums, dict(actions=episode_actions, name=f"{directory}/{i}"))
-            action_stats = stats_from_sums([dict(action_sums=sums)])
+            action_stats = episodes_action_stats(actions, [f"{directory}/{i}" for i in range(len(actions))])
         out["actions"] = np.stack([clip_actions(a, index, action_stats) for a, index in zip(actions, indices,
                                                                                              strict=True)])
         out["action_stats"] = action_stats
     return out
+
+
+def episode_frames(directory: Path, episodes) -> np.ndarray:
+    """Every frame of the given episodes, (B, 3, F, H, W) in [-1, 1] (the demos' codecs train on all of them)."""
+    return np.stack([np.moveaxis(load_episode(directory, int(i))["frames"], -1, 0) for i in episodes]
+                    ).astype(np.float32) / 127.5 - 1.0

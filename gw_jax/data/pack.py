@@ -165,6 +165,15 @@ def action_stats(manifests: list[dict]) -> dict | None:
                 frames=int(count), episodes=int(sum(p["episodes"] for p in parts)))
 
 
+def episodes_action_stats(actions, names) -> dict | None:
+    """``action_stats`` of in-memory episodes: ``actions`` a list of (F, A) arrays, ``names`` one per episode
+    (for the error when their widths differ)."""
+    sums = None
+    for episode_actions, name in zip(actions, names, strict=True):
+        sums = add_action_sums(sums, dict(actions=episode_actions, name=name))
+    return action_stats([dict(action_sums=sums)])
+
+
 def pack_shard(job: dict) -> dict:
     """Writes one shard into ``job["dir"]`` (through a temporary file) and returns its manifest."""
     raw_dir, out_dir = as_path(job["raw_dir"]), as_path(job["dir"])

@@ -5,6 +5,7 @@ mediapy runs an ffmpeg binary: the one imageio-ffmpeg ships (so a pip-only insta
 mediapy 1.2.7 passes when reading (google/mediapy#88); 0.7 ships ffmpeg 7.0.
 Errors are one line naming the file: ffmpeg's banner is dropped, its own error lines kept
 (``undecodable video (moov atom not found; Invalid data found when processing input)``).
+``to_uint8`` turns the models' (B, 3, T, H, W) video in [-1, 1] into the uint8 frames written and shown.
 """
 
 from __future__ import annotations
@@ -89,6 +90,11 @@ def decode_video_bytes(data: bytes, *, where: str = "video") -> tuple[np.ndarray
     except Exception as e:
         raise UserInputError(f"{where}: undecodable video ({ffmpeg_reason(e)})") from e
     return _checked(video, where), float(video.metadata.fps or 0.0)
+
+
+def to_uint8(video_bcthw) -> np.ndarray:
+    """(B, 3, T, H, W) in [-1, 1] (numpy or jax) -> (B, T, H, W, 3) uint8, for writing and showing."""
+    return np.clip((np.moveaxis(np.asarray(video_bcthw), 1, -1) + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float = 16.0) -> None:

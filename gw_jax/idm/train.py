@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from gw_jax.errors import UserInputError
 from gw_jax.idm.models import IDM, UNet
+from gw_jax.models.compiled_init import compiled_init
 
 SEG_DIR, IDM_DIR, META_FILE = "segmenter", "idm", "meta.json"
 
@@ -82,7 +83,7 @@ def train_segmenter(frames: np.ndarray, masks: np.ndarray, steps: int = 400, bat
     def loss_fn(model, x, y):
         return optax.sigmoid_binary_cross_entropy(model(x.astype(jnp.float32) / 255.0), y).mean()
 
-    model = UNet(rngs=nnx.Rngs(seed))
+    model = compiled_init(lambda: UNet(rngs=nnx.Rngs(seed)), optimise=False)  # eager: 13-25 s on a busy CPU
     return model, _fit(model, loss_fn, sample, steps, lr, "segmenter", progress)
 
 
@@ -126,7 +127,8 @@ def train_idm(inputs: np.ndarray, joints: np.ndarray, steps: int = 800, batch: i
         pick = rng.choice(len(inputs), size=batch, replace=False)
         return inputs[pick], targets[pick]
 
-    model = IDM(inputs.shape[-3:-1], joints=joints.shape[-1], rngs=nnx.Rngs(seed))
+    model = compiled_init(lambda: IDM(inputs.shape[-3:-1], joints=joints.shape[-1], rngs=nnx.Rngs(seed)),
+                          optimise=False)  # eager (or an optimising compile): 13-18 s on a busy CPU, this ~3 s
     losses = _fit(model, lambda m, x, y: jnp.mean((m(x) - y) ** 2), sample, steps, lr, "idm", progress)
     return model, norm, losses
 

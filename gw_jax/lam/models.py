@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gw_jax.idm.models import COORDS, ConvNorm, coord_channels
+from gw_jax.models.compiled_init import compiled_init
 
 
 def pool_frames(frames_nthwc, size: int):
@@ -111,10 +112,5 @@ class LatentActionModel(nnx.Module):
 
 
 def create(size: int = 32, latent_dim: int = 7, noise: float = 0.1, seed: int = 0) -> LatentActionModel:
-    """A freshly initialised model, its initialisers run as one compiled function (eager initialisation
-    dispatches every initialiser separately: seconds on an idle CPU, tens of seconds on a busy one)."""
-    def build():
-        return LatentActionModel(size, latent_dim, noise, rngs=nnx.Rngs(seed))
-
-    graphdef, _ = nnx.split(nnx.eval_shape(build))
-    return nnx.merge(graphdef, jax.jit(lambda: nnx.state(build()))())
+    """A freshly initialised model, its initialisers run as one compiled function (``models.compiled_init``)."""
+    return compiled_init(lambda: LatentActionModel(size, latent_dim, noise, rngs=nnx.Rngs(seed)))

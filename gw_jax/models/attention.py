@@ -78,6 +78,12 @@ def frame_causal_mask(frames: int, length: int) -> jax.Array:
 
 
 def cudnn_attention(q, k, v):
+    """cuDNN flash attention; odd sequence lengths go to ``xla`` instead: JAX's cuDNN path refuses them in the
+    gradient ("Unsupported sequence length Q 1200, KV 7", jax 0.11.2 on an H100), and padding keys would
+    change the softmax without a mask. Odd lengths are rare (a text prompt of odd length, or an odd token
+    grid); ``xla``'s logits for a short text are small."""
+    if q.shape[1] % 2 or k.shape[1] % 2:
+        return xla_attention(q, k, v)
     return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
 
 

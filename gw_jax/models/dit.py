@@ -36,12 +36,11 @@ from flax import nnx
 from gw_jax.convert.dit_weights import load_reference_weights, save_reference_weights
 from gw_jax.errors import UserInputError, check_types, load_json
 from gw_jax.models.action_embed import ActionEmbedder
-from gw_jax.models.dit_blocks import FinalLayer, TransformerBlock, timestep_sinusoid
+from gw_jax.models.dit_blocks import FinalLayer, TransformerBlock, constrain_btsd, timestep_sinusoid
 from gw_jax.models import lora
 from gw_jax.models.layers import RMSNorm, linear, matmul_precision
 from gw_jax.models.neighborhood_attention import NattenSchedule, to_json
 from gw_jax.models.rope import rope_angles
-from gw_jax.parallel.logical import constrain
 
 # gw_jax options that are not reference constructor kwargs
 OPTION_KEYS = ("scan_blocks", "remat_policy", "dtype", "param_dtype", "attention_impl", "action_dim", "action_frames",
@@ -232,7 +231,7 @@ class GigaWorld0DiT(nnx.Module):
         if self.natten is not None:
             self.natten.check((t, h, w))
         x_btsd = self.x_embedder(tokens.astype(self.dtype))
-        x_btsd = constrain(x_btsd, ("act_batch", None, "act_length", "act_embed"))
+        x_btsd = constrain_btsd(x_btsd)
 
         angles = rope_angles(cfg["model_channels"] // cfg["num_heads"], t, h, w, fps,
                              (cfg["rope_h_extrapolation_ratio"], cfg["rope_w_extrapolation_ratio"],

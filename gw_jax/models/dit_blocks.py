@@ -15,11 +15,21 @@ from gw_jax.models.attention import attention, frame_causal_mask
 from gw_jax.models.neighborhood_attention import scheduled_attention
 from gw_jax.models.layers import RMSNorm, layer_norm, linear
 from gw_jax.models.rope import apply_rope
-from gw_jax.parallel.logical import constrain
+from gw_jax.parallel.logical import axis_shards, constrain
 
 SELF_ATTENTION = ("fa", "full_attn")
 CROSS_ATTENTION = ("ca", "cross_attn")
 MLP = ("mlp", "ff")
+
+
+def constrain_btsd(x_btsd: jax.Array) -> jax.Array:
+    """Shards (B, T, S, D) activations over ``context`` by frames when the frames divide evenly: the same
+    split as the sub-blocks' flattened frame-major (t s) tokens, so the residual stream and the tokens need
+    no all-to-all between them (split by S, the 2B train step on v5p-64 ran 1,292 all-to-alls; docs/scale.md).
+    Otherwise by the tokens within each frame."""
+    if x_btsd.shape[1] % axis_shards("act_length") == 0:
+        return constrain(x_btsd, ("act_batch", "act_length", None, "act_embed"))
+    return constrain(x_btsd, ("act_batch", None, "act_length", "act_embed"))
 
 
 def replicate_features(modulation_btd: jax.Array) -> jax.Array:
@@ -168,7 +178,7 @@ class ModulatedSubBlock(nnx.Module):
             out = self.block(tokens)
         else:
             out = self.block(tokens, context_bmc, rope_angles, sparse=sparse, frames=t)
-        return x_btsd + gate * rearrange(out, "b (t s) d -> b t s d", t=t).astype(x_btsd.dtype)
+        return constrain_btsd(x_btsd + gate * rearrange(out, "b (t s) d -> b t s d", t=t).astype(x_btsd.dtype))
 
 
 class TransformerBlock(nnx.Module):

@@ -10,6 +10,7 @@ runs unsharded on a laptop.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from typing import Sequence
 
@@ -87,6 +88,16 @@ def logical_to_spec(names: Sequence[str | None], rules: LogicalRules | None = No
         used.update(keep)
         spec.append(None if not keep else keep[0] if len(keep) == 1 else keep)
     return PartitionSpec(*spec)
+
+
+def axis_shards(name: str) -> int:
+    """How many shards the logical axis ``name`` has on the active mesh (1 without a mesh)."""
+    mesh = _state.mesh
+    if mesh is None:
+        return 1
+    target = logical_to_spec((name,), mesh=mesh)[0]
+    axes = (target,) if isinstance(target, str) else tuple(target or ())
+    return math.prod(mesh.shape[a] for a in axes)
 
 
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:

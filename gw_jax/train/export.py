@@ -6,7 +6,8 @@
 
 Full training writes a ``transformer/``-style folder (``GigaWorld0DiT.from_pretrained`` and the reference read
 it); LoRA training writes ``out/diffusion_pytorch_model.safetensors`` with peft keys, the adapter alone (the
-base stays the released one).
+base stays the released one); a LoRA run that also trained action layers (``model.action_dim``) exports with
+``fuse`` only.
 """
 
 from __future__ import annotations

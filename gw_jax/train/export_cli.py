@@ -2,7 +2,8 @@
 
 Full training -> OUT/config.json + diffusion_pytorch_model*.safetensors (a ``transformer/`` folder); LoRA
 training -> OUT/diffusion_pytorch_model.safetensors with the peft keys the release's ``load_lora`` reads
-(``--fuse``: the base with the adapters merged, as a transformer folder).
+(``--fuse``: the base with the adapters merged, as a transformer folder; required when the run trained action
+layers, which the adapter file cannot hold).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 from flax import nnx
+from flax.traverse_util import flatten_dict, unflatten_dict
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
@@ -31,7 +32,7 @@ from gw_jax.train.data import make_batches, make_latent_encoder
 from gw_jax.train.guards import FiniteGuard, Profiler, StopSignal
 from gw_jax.train.metrics import MetricsWriter
 from gw_jax.train.optim import make_optimizer
-from gw_jax.train.pretrained import load_params, model_parts
+from gw_jax.train.pretrained import NEW_LAYERS, load_params, model_parts
 from gw_jax.train.sharding import state_shardings
 from gw_jax.train.state import ModelDef, TrainState, create_train_state
 from gw_jax.train.step import make_train_step
@@ -100,17 +101,23 @@ def build_setup(config, mesh: Mesh | None = None, latent_fn=None) -> Setup:
             frozen_specs = nnx.to_pure_dict(nnx.get_partition_spec(abstract_frozen))
             frozen_sharding = logical_tree_shardings(frozen_specs, mesh, rules)
 
+    # LoRA: layers the release lacks (action MLPs) train too and start from the checkpoint's values, as in full
+    abstract_loaded = abstract_params if parts.mode == "full" else nnx.filter_state(abstract_params, NEW_LAYERS)
+    abstract_whole = nnx.state(abstract_model, nnx.Param)  # what the checkpoint's keys are checked against
+
     def init_state() -> TrainState:
-        if parts.pretrained is None or parts.mode != "full":
+        if parts.pretrained is None or not jax.tree.leaves(abstract_loaded):
             return state_and_buffers()[0]
-        params = load_params(parts.pretrained, abstract_params, sharding.params)  # EMA starts from them too
+        loaded = flatten_dict(load_params(parts.pretrained, abstract_loaded, sharding.params, abstract_whole))
+        fresh = {} if parts.mode == "full" else flatten_dict(state_and_buffers()[0].params)  # LoRA: new adapters
+        params = unflatten_dict({**fresh, **loaded})  # EMA starts from them too
         return jax.jit(lambda p: create_train_state(p, tx), out_shardings=sharding, donate_argnums=0)(params)
 
     def init_frozen():
         if frozen_sharding is None:
             return None
         if parts.pretrained is not None:
-            return load_params(parts.pretrained, abstract_frozen, frozen_sharding)
+            return load_params(parts.pretrained, abstract_frozen, frozen_sharding, abstract_whole)
         random_frozen = lambda: nnx.to_pure_dict(split(parts.build(nnx.Rngs(config.seed)))[2])  # noqa: E731
         return jax.jit(random_frozen, out_shardings=frozen_sharding)()
 

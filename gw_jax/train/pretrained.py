@@ -12,9 +12,11 @@ experiment's). The weights go from the files straight onto the mesh, one device 
 Modes (``config.train.mode``):
 - ``full``: every ``nnx.Param`` trains; the state (params, optimizer, EMA) starts from the released weights.
 - ``lora``: adapters (``models.lora``; rank ``lora_rank``, ``lora_alpha``, ``lora_targets``, the release's
-  defaults) are the only trainable state; the base weights are a frozen input of the step, loaded again from
-  DIR on every (re)start and never written to checkpoints, which hold the adapters with their optimizer and
-  EMA only.
+  defaults) train, and so do the layers the released architecture lacks (the action MLPs with
+  ``model.action_dim``: nothing to adapt there, and frozen they would stay at their initial values); they start
+  from DIR's values where it has them (``convert.dit_weights.not_in_release``). The base weights are a frozen
+  input of the step, loaded again from DIR on every (re)start and never written to checkpoints, which hold the
+  trainable part (adapters, new layers) with its optimizer and EMA only.
 ``export_release`` writes a trained state in the release's formats: a ``transformer/`` folder (full) or the
 peft adapter file that the release's ``load_lora`` reads (LoRA).
 """
@@ -29,13 +31,15 @@ import jax
 import ml_collections
 from flax import nnx
 
-from gw_jax.convert.dit_weights import load_reference_arrays
+from gw_jax.convert.dit_weights import load_reference_arrays, not_in_release
 from gw_jax.errors import UserInputError, load_json
 from gw_jax.models import lora
 from gw_jax.models.dit import OPTION_KEYS, GigaWorld0DiT
 from gw_jax.storage import is_remote
 
 TRAIN_MODES = ("full", "lora")
+# parameters of layers the release lacks (the action MLPs): trained in full next to the LoRA adapters
+NEW_LAYERS = nnx.All(nnx.Param, lambda path, _: not_in_release(path))
 
 
 def find_transformer_dir(path: str | Path) -> Path:
@@ -109,13 +113,14 @@ def model_parts(config) -> ModelParts:
                       rngs=nnx.Rngs(jax.random.fold_in(jax.random.key(config.seed), 1)))
         return model
 
-    return ModelParts(build, lora.LoRAParam, nnx.Param, mode, pretrained)
+    return ModelParts(build, nnx.Any(lora.LoRAParam, NEW_LAYERS), nnx.Param, mode, pretrained)
 
 
-def load_params(directory: Path, abstract_params: nnx.State, shardings) -> dict:
+def load_params(directory: Path, abstract_params: nnx.State, shardings, whole: nnx.State | None = None) -> dict:
     """The checkpoint's weights for ``abstract_params`` as a pure dict of arrays placed with ``shardings``
-    (a pure dict of NamedShardings), read shard by shard."""
-    arrays = load_reference_arrays(abstract_params, directory, shardings)
+    (a pure dict of NamedShardings), read shard by shard; ``whole``: all the model's abstract ``nnx.Param``s
+    when ``abstract_params`` is a part (LoRA: the frozen base, the new layers), for the check of the keys."""
+    arrays = load_reference_arrays(abstract_params, directory, shardings, whole=whole)
     return nnx.to_pure_dict(nnx.from_flat_state(list(arrays.items())))
 
 
@@ -124,6 +129,9 @@ def export_release(model: nnx.Module, mode: str, out: str | Path) -> Path:
     training, the adapter (diffusion_pytorch_model.safetensors with peft keys) after LoRA."""
     out = Path(out)
     if mode == "lora":
+        if jax.tree.leaves(nnx.state(model, NEW_LAYERS)):
+            raise UserInputError(f"export {out}: the run trained action layers next to its LoRA adapters, and the "
+                                 "release's adapter file cannot hold them: export with --fuse (a transformer folder)")
         return lora.save_lora(model, out)
     model.save_pretrained(out, max_shard_bytes=5 * 2 ** 30)
     return out
