@@ -73,5 +73,6 @@ def test_reference_skip_outputs_input_minus_reference():
     np.testing.assert_allclose(v, x[:, :C] - ref, atol=1e-6)
     np.testing.assert_allclose(x[:, :C] - 1.0 * v, ref, atol=1e-6)
     assert not np.any(np.asarray(forward(plain, x, t, context)))
-    with pytest.raises(UserInputError, match="reference_skip"):
-        GigaWorld0DiT(**dict(SMALL, out_channels=C - 1), reference_skip=True, rngs=nnx.Rngs(0))
+    for name in ("reference_skip", "concat_reference"):  # a control channel after the mask: refused
+        with pytest.raises(UserInputError, match=name):
+            GigaWorld0DiT(**dict(SMALL, in_channels=C + 2), **{name: True}, rngs=nnx.Rngs(0))

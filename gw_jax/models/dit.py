@@ -117,13 +117,15 @@ class GigaWorld0DiT(nnx.Module):
                 raise UserInputError(f"temporal_causal needs attention_impl='xla' and no natten_parameters (got "
                                      f"{attention_impl!r}): the other kernels take no mask")
             self.config.update(temporal_causal=True)
-        if concat_reference:  # not a reference kwarg: in config.json only when set
-            self.config.update(concat_reference=True)
-        if reference_skip:  # nor this one: the output starts as 'copy the reference' (see _forward)
-            if in_channels - 1 != out_channels:
-                raise UserInputError(f"reference_skip needs in_channels = out_channels + 1 (the reference mask), got "
-                                     f"{in_channels} and {out_channels}")
-            self.config.update(reference_skip=True)
+        # not reference kwargs either (in config.json only when set): every frame's tokens also carry the reference
+        # latents; the output starts as 'nothing moved' (see _forward). Both read the reference mask as the last
+        # input channel: no control channels after it
+        for name, on in (("concat_reference", concat_reference), ("reference_skip", reference_skip)):
+            if on and in_channels - 1 != out_channels:
+                raise UserInputError(f"{name} needs in_channels = out_channels + 1 (latents and the reference mask, "
+                                     f"no control channels), got {in_channels} and {out_channels}")
+            if on:
+                self.config[name] = True
         self.scan_blocks, self.remat_policy, self.attention_impl = scan_blocks, remat_policy, attention_impl
         dtype, param_dtype = _dtype(dtype), _dtype(param_dtype)
         self.dtype = dtype
