@@ -198,6 +198,5 @@ def test_recomputed_norms_and_gelu_have_the_plain_gradients():
     norm = RMSNorm(16)
     for ours, plain in ((layer_norm, plain_layer_norm), (norm, plain_rms),
                         (gelu, lambda x: 0.5 * x * (1 + jax.scipy.special.erf(x / jnp.sqrt(2.0))))):
-        g_ours = jax.grad(lambda x: jnp.sum(ours(x) * weights))(x)
-        g_plain = jax.grad(lambda x: jnp.sum(plain(x) * weights))(x)
-        np.testing.assert_allclose(g_ours, g_plain, rtol=1e-5, atol=1e-6)
+        weighted_grad = lambda f: jax.grad(lambda x: jnp.sum(f(x) * weights))(x)  # noqa: E731
+        np.testing.assert_allclose(weighted_grad(ours), weighted_grad(plain), rtol=1e-5, atol=1e-6)
