@@ -93,7 +93,8 @@ class RMSNorm(nnx.Module):
 
 # The norms and GELU below are recomputed in the backward from their input (jax.checkpoint) instead of saving
 # their float32 / element-wise intermediates: a bf16 2B block at 1,200 tokens saved 522 MiB for its backward
-# against PyTorch autocast's 385 MiB, 347 MiB with these three (docs/benchmarks.md); recomputing them is free.
+# against PyTorch autocast's 385 MiB, 347 MiB with these three (docs/benchmarks.md), and the 2B step fits TPU pods
+# without block recomputation (docs/scale.md); the recomputed element-wise work did not show in the CPU step.
 @functools.partial(jax.checkpoint, static_argnums=(2,))
 def _rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
     x32 = x.astype(jnp.float32)
