@@ -78,6 +78,9 @@ def base_config() -> ml_collections.ConfigDict:
 # The demo (`gw-jax demo`, configs/demo.py): sim and data sizes, training length, and its DiT config.
 QUICK = dict(
     train_episodes=32, heldout_episodes=16, sim_frames=17, size=64, sim_fps=8.0, clip_frames=9,
+    # the demo's camera frames the workspace the cube and the gripper move in (sim_scene.default_camera's
+    # fovy / target): the 5 cm cube ~4-5 pixels wide at 32x32 instead of ~2 (issue 16, docs/demo.md "Framing")
+    camera_fovy=30.0, camera_target=(0.01, 0.04, 0.49),
     codec="patch_vae", codec_channels=16, codec_steps=1000, latent_noise=0.3, error_focus=0.01,  # the latent codec
     steps=1500, batch_size=8, model_channels=96, p_mean=1.0, p_std=1.0,  # the DiT and its training sigmas
     patch_spatial=2, num_blocks=3, num_heads=4,
