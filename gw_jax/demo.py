@@ -45,7 +45,7 @@ from gw_jax.lam.pipeline import load as load_lam
 from gw_jax.models.text_hash import HashTextEncoder
 from gw_jax.storage import local_args
 from gw_jax.train.data import ArrayBatches
-from gw_jax.train.defaults import CODEC_FOLD, CODEC_POOL, FULL, QUICK, demo_config
+from gw_jax.train.defaults import CODEC_FOLD, CODEC_POOL, DEMO_CAMERAS, FULL, QUICK, demo_config
 from gw_jax.train.loop import build_setup, train
 from gw_jax.train.metrics import read_metrics
 from gw_jax.train.video_features import train_feature_net
@@ -218,10 +218,11 @@ def _use_latent_actions(lam_workdir, episodes_dir: Path, train_clips: dict, test
 
 
 def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int | None = None,
-             progress: bool = True, lam_workdir: str | Path | None = None) -> dict:
+             progress: bool = True, lam_workdir: str | Path | None = None, camera: str = "default") -> dict:
     """The demo (see the module docstring); ``lam_workdir``: drive the DiT with a trained LAM's latent actions
-    instead of the simulator's commands (training and the action rollouts alike)."""
-    settings = dict(QUICK if quick else FULL)
+    instead of the simulator's commands (training and the action rollouts alike); ``camera``: a framing of
+    ``DEMO_CAMERAS``."""
+    settings = dict(QUICK if quick else FULL, **DEMO_CAMERAS[camera])
     if steps is not None:
         settings["steps"] = steps
     out = Path(out)
@@ -342,6 +343,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="the small run (about 10 minutes on 2 CPU cores)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help="override the number of training steps")
+    parser.add_argument("--camera", choices=sorted(DEMO_CAMERAS), default="default",
+                        help="default: the simulator's camera; workspace: a closer framing of the cube's workspace "
+                             "(the cube ~4-5 pixels wide instead of ~2; docs/demo.md 'Framing')")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--lam-workdir", default=None,
                         help="drive the DiT with this trained LAM's latent actions (gw-jax lam train) instead of "
@@ -353,7 +357,7 @@ def run(args) -> int:
     if args.lam_workdir is not None:
         load_lam(args.lam_workdir)  # a missing or unreadable LAM fails now, not after the simulation
     report = run_demo(args.out, quick=args.quick, seed=args.seed, steps=args.steps, progress=not args.no_progress,
-                      lam_workdir=args.lam_workdir)
+                      lam_workdir=args.lam_workdir, camera=args.camera)
     print(f"\nheld-out rollouts from the first frame ({report['heldout_episodes']} episodes):")
     print(f"  PSNR  trained {report['psnr_trained']:.2f} dB  untrained {report['psnr_untrained']:.2f} dB  "
           f"(copy first frame {report['psnr_copy_first_frame']:.2f} dB)")

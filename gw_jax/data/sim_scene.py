@@ -112,7 +112,7 @@ def default_camera(rng: np.random.Generator | None = None, *, fovy: float = 50.0
                    distance: float = 1.0) -> dict:
     """Front-right view of the table; jittered when ``rng`` is given (--random-camera). ``fovy`` (degrees),
     ``target`` (the point looked at) and ``distance`` (a factor on the distance to it, along the same line of
-    sight) frame it differently: the demo's camera frames the cube's workspace (train.defaults.QUICK)."""
+    sight) frame it differently: `gw-jax demo --camera workspace` frames the cube's workspace (train.defaults.DEMO_CAMERAS)."""
     target = np.asarray(target, np.float64)
     pos = target + distance * (np.array([0.42, 0.55, 0.85]) - np.asarray(DEFAULT_TARGET))
     if rng is not None:
