@@ -219,6 +219,9 @@ class GigaWorld0DiT(nnx.Module):
         p, pt = cfg["patch_spatial"], cfg["patch_temporal"]
         b, _, frames, height, width = x.shape
         x_in = x
+        # the reference frames' latents at every frame, for concat_reference and/or reference_skip
+        reference = (reference_latents(x_in.astype(jnp.float32))
+                     if cfg.get("concat_reference") or cfg.get("reference_skip") else None)
         if height % p or width % p or frames % pt:
             raise ValueError(f"x spatial/temporal size {(frames, height, width)} must divide by the patch {(pt, p, p)}")
         if cfg["concat_padding_mask"]:
@@ -227,7 +230,7 @@ class GigaWorld0DiT(nnx.Module):
             mask = nearest_resize_2d(padding_mask.astype(x.dtype), height, width)
             x = jnp.concatenate([x, jnp.broadcast_to(mask[:, :, None], (b, 1, frames, height, width))], axis=1)
         if cfg.get("concat_reference"):
-            x = jnp.concatenate([x, reference_latents(x[:, :cfg["in_channels"]])], axis=1)
+            x = jnp.concatenate([x, reference.astype(x.dtype)], axis=1)
         tokens = rearrange(x, "b c (t r) (h m) (w n) -> b t (h w) (c r m n)", r=pt, m=p, n=p)
         t, h, w = frames // pt, height // p, width // p
         if self.natten is not None:
@@ -256,8 +259,7 @@ class GigaWorld0DiT(nnx.Module):
         if cfg.get("reference_skip"):
             # v = eps - x0, and the input is (1 - t) x0 + t eps: at t -> 1 (pure noise) v = input - x0 exactly, so
             # input - reference is the velocity of 'nothing moved'; the network learns the correction
-            x_in = x_in.astype(jnp.float32)
-            out = out + x_in[:, :-1] - reference_latents(x_in)
+            out = out + x_in[:, :-1].astype(jnp.float32) - reference
         return out
 
     def _embed_actions(self, actions, present, shape_bt):

@@ -13,7 +13,7 @@ from flax import nnx
 
 from gw_jax.models.attention import attention, frame_causal_mask
 from gw_jax.models.neighborhood_attention import scheduled_attention
-from gw_jax.models.layers import RMSNorm, layer_norm, linear
+from gw_jax.models.layers import RMSNorm, gelu, layer_norm, linear
 from gw_jax.models.rope import apply_rope
 from gw_jax.parallel.logical import axis_shards, constrain
 
@@ -92,7 +92,7 @@ class FeedForward(nnx.Module):
         self.layer2 = linear(hidden, dim, ("mlp", "embed"), **kw)
 
     def __call__(self, x):
-        h = jax.nn.gelu(self.layer1(x), approximate=False)
+        h = gelu(self.layer1(x))
         h = constrain(h, ("act_batch", "act_length", "act_mlp"))
         return self.layer2(h)
 
@@ -136,7 +136,7 @@ class MoEFeedForward(nnx.Module):
     def __call__(self, x_bld):
         weights = self.routing_weights(x_bld)
         x = x_bld.astype(self.dtype)
-        h = jax.nn.gelu(jnp.einsum("bld,edf->blef", x, self.w1[...].astype(self.dtype)), approximate=False)
+        h = gelu(jnp.einsum("bld,edf->blef", x, self.w1[...].astype(self.dtype)))
         y = jnp.einsum("blef,efd->bled", h, self.w2[...].astype(self.dtype))
         out = jnp.einsum("bled,ble->bld", y.astype(jnp.float32), weights).astype(x_bld.dtype)
         if self.shared is not None:
