@@ -10,17 +10,16 @@ checkpointing of every block, bf16 compute, batch 1 per GPU on 8 GPUs; LoRA rank
 self- and cross-attention. The model's reference kwargs come from the pretrained folder's config.json.
 """
 
-import importlib.util
 from pathlib import Path
 
 import ml_collections
 
+from gw_jax.config import load_config_file
+
 
 def get_config() -> ml_collections.ConfigDict:
-    spec = importlib.util.spec_from_file_location("gigaworld0_2b", Path(__file__).with_name("gigaworld0_2b.py"))
-    base = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(base)
-    config = base.get_config()
+    config = load_config_file(Path(__file__).with_name("gigaworld0_2b.py"))
+    config.model.remat_policy = "full"  # the release checkpoints every block (8 GPUs, batch 1 each)
     config.latents = "vae"  # packed video, encoded by the Wan VAE inside the step (set --config.vae.pretrained)
     config.train.update(dict(optimizer="came8bit", learning_rate=2 ** -14.5, schedule="constant", warmup_steps=0,
                              weight_decay=0.0, global_batch_size=8, mode="full", lora_rank=64, lora_alpha=64.0))

@@ -21,4 +21,6 @@ def get_config() -> ml_collections.ConfigDict:
     config = load_config_file(Path(__file__).with_name("gigaworld0_2b.py"))
     config.model.natten_parameters = [dict(entry) for entry in COSMOS_PREDICT2_2B_NATTEN]
     config.model.attention_impl = "blocksparse"
+    # kept: without recomputation v5e-256 needs 13.8 of 16 GiB per chip (v5p-64 36.3 of 95; docs/scale.md)
+    config.model.remat_policy = "full"
     return config
