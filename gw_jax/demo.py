@@ -45,7 +45,7 @@ from gw_jax.lam.pipeline import load as load_lam
 from gw_jax.models.text_hash import HashTextEncoder
 from gw_jax.storage import local_args
 from gw_jax.train.data import ArrayBatches
-from gw_jax.train.defaults import CODEC_FOLD, CODEC_POOL, FULL, QUICK, demo_config
+from gw_jax.train.defaults import CODEC_FOLD, CODEC_POOL, DEMO_CAMERAS, FULL, QUICK, demo_config
 from gw_jax.train.loop import build_setup, train
 from gw_jax.train.metrics import read_metrics
 from gw_jax.train.video_features import train_feature_net
@@ -119,7 +119,7 @@ def clip_states(directory: Path, episodes, clip_frames: int) -> np.ndarray:
     states = []
     for i in episodes:
         with np.load(Path(directory) / f"{int(i)}.npz") as gt:
-            index = np.linspace(0, len(gt["joints"]) - 1, clip_frames).astype(int)
+            index = sample_frame_indices(len(gt["joints"]), clip_frames)
             states.append(np.concatenate([gt["joints"][index], gt["gripper_positions"][index],
                                           gt["object_positions"][index, 0]], axis=-1))
     return np.stack(states).astype(np.float32)
@@ -131,7 +131,7 @@ def cube_pixels(directory: Path, episodes, clip_frames: int, size: int) -> np.nd
     centres = []
     for i in episodes:
         with np.load(Path(directory) / f"{int(i)}.npz") as gt:
-            index = np.linspace(0, len(gt["joints"]) - 1, clip_frames).astype(int)
+            index = sample_frame_indices(len(gt["joints"]), clip_frames)
             uv, _ = project(gt["object_positions"][index, 0], gt["intrinsics"], gt["extrinsics"])
             scale = size / (2 * gt["intrinsics"][0, 2])  # the camera's principal point is the frame's centre
             centres.append(np.floor(uv[:, ::-1] * scale).astype(int))
@@ -164,15 +164,14 @@ def _block_chroma(frame: np.ndarray) -> np.ndarray:
     return _chroma((f[:-1, :-1] + f[1:, :-1] + f[:-1, 1:] + f[1:, 1:]) / 4)
 
 
-def cube_visible(video: np.ndarray, centres: np.ndarray, anywhere: bool = False) -> np.ndarray:
+def cube_visible(video: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """(B, T) bool: is the cube visible in each frame of ``video``, (B, T, H, W, 3) uint8, at ``centres``
     (B, T, 2) from ``cube_pixels``: the chromaticity (r, g, b) / (r + g + b) of one of the four 2x2 blocks of the
     3x3 window around the centre is nearer the cube's than half the cube's distance to the table's. Chromaticity,
     so that the arm's shadow on the table (darker, the table's hue) does not count; 2x2 means, so that noise
     does not. Both colours come from the video's own first frame (the given reference: as the codec renders it, for
     the rollouts): the cube's is the 2x2 block there furthest from the table's, the table's the median of the 9x9
-    window. ``anywhere``: a cube-coloured 2x2 block anywhere in the frame counts (the cube drawn, if not where the
-    simulator has it)."""
+    window."""
     visible = np.zeros(video.shape[:2], bool)
     for i in range(len(video)):
         r, c = centres[i, 0]
@@ -182,10 +181,8 @@ def cube_visible(video: np.ndarray, centres: np.ndarray, anywhere: bool = False)
         cube = first[np.argmax(np.linalg.norm(first - table, axis=-1))]
         radius = 0.5 * np.linalg.norm(cube - table)
         for f in range(video.shape[1]):
-            blocks = _block_chroma(video[i, f])
-            if not anywhere:
-                r, c = centres[i, f]
-                blocks = blocks[r - 1:r + 1, c - 1:c + 1]
+            r, c = centres[i, f]
+            blocks = _block_chroma(video[i, f])[r - 1:r + 1, c - 1:c + 1]
             visible[i, f] = np.min(np.linalg.norm(blocks - cube, axis=-1)) < radius
     return visible
 
@@ -221,10 +218,11 @@ def _use_latent_actions(lam_workdir, episodes_dir: Path, train_clips: dict, test
 
 
 def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int | None = None,
-             progress: bool = True, lam_workdir: str | Path | None = None) -> dict:
+             progress: bool = True, lam_workdir: str | Path | None = None, camera: str = "default") -> dict:
     """The demo (see the module docstring); ``lam_workdir``: drive the DiT with a trained LAM's latent actions
-    instead of the simulator's commands (training and the action rollouts alike)."""
-    settings = dict(QUICK if quick else FULL)
+    instead of the simulator's commands (training and the action rollouts alike); ``camera``: a framing of
+    ``DEMO_CAMERAS``."""
+    settings = dict(QUICK if quick else FULL, **DEMO_CAMERAS[camera])
     if steps is not None:
         settings["steps"] = steps
     out = Path(out)
@@ -345,6 +343,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="the small run (about 10 minutes on 2 CPU cores)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help="override the number of training steps")
+    parser.add_argument("--camera", choices=sorted(DEMO_CAMERAS), default="default",
+                        help="default: the simulator's camera; workspace: a closer framing of the cube's workspace "
+                             "(the cube ~4-5 pixels wide instead of ~2; docs/demo.md 'Framing')")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--lam-workdir", default=None,
                         help="drive the DiT with this trained LAM's latent actions (gw-jax lam train) instead of "
@@ -356,7 +357,7 @@ def run(args) -> int:
     if args.lam_workdir is not None:
         load_lam(args.lam_workdir)  # a missing or unreadable LAM fails now, not after the simulation
     report = run_demo(args.out, quick=args.quick, seed=args.seed, steps=args.steps, progress=not args.no_progress,
-                      lam_workdir=args.lam_workdir)
+                      lam_workdir=args.lam_workdir, camera=args.camera)
     print(f"\nheld-out rollouts from the first frame ({report['heldout_episodes']} episodes):")
     print(f"  PSNR  trained {report['psnr_trained']:.2f} dB  untrained {report['psnr_untrained']:.2f} dB  "
           f"(copy first frame {report['psnr_copy_first_frame']:.2f} dB)")

@@ -93,3 +93,16 @@ def test_pick_and_place_move_the_cube_and_every_wrist_joint():
     assert not task_success(dict(place, object_positions=dropped))
     for episode in (pick, place):
         assert np.ptp(episode["joints"][:, 4], axis=0) > 0.1 and np.ptp(episode["joints"][:, 5], axis=0) > 0.1
+
+
+def test_default_camera_is_unchanged_and_reframes_along_its_line_of_sight():
+    from gw_jax.data.sim_scene import DEFAULT_TARGET, default_camera
+
+    camera = default_camera()  # `gw-jax sim`'s camera: docs' numbers (IDM, physics) depend on it
+    np.testing.assert_array_equal(camera["pos"], [0.42, 0.55, 0.85])
+    assert camera["fovy"] == 50.0
+    closer = default_camera(distance=0.5, fovy=30.0)
+    np.testing.assert_allclose(closer["pos"] - DEFAULT_TARGET, 0.5 * (camera["pos"] - DEFAULT_TARGET))
+    np.testing.assert_allclose(closer["xyaxes"], camera["xyaxes"], atol=1e-12)  # the same direction
+    moved = default_camera(target=(0.0, 0.1, 0.5))
+    np.testing.assert_allclose(moved["pos"] - (0.0, 0.1, 0.5), camera["pos"] - DEFAULT_TARGET)

@@ -72,7 +72,7 @@ def _renderer(mujoco, model, height, width):
 
 
 def _draw_episode(rng: np.random.Generator, task: str, random_background: bool, distractors: int,
-                  random_camera: bool) -> dict:
+                  random_camera: bool, camera: dict | None = None) -> dict:
     colour = list(COLOURS)[rng.integers(len(COLOURS))]
     cube = dict(name="cube", size=0.025, pos=(rng.uniform(-0.18, 0.18), rng.uniform(-0.02, 0.16)),
                 mass=rng.uniform(0.05, 0.4), friction=rng.uniform(0.5, 1.2), damping=rng.uniform(0.0, 0.05),
@@ -92,7 +92,7 @@ def _draw_episode(rng: np.random.Generator, task: str, random_background: bool, 
     wrist = dict(turn=rng.uniform(-0.6, 0.6), tilt=rng.choice([-1, 1]) * rng.uniform(0.4, 0.8))
     return dict(cube=cube, target=target, colour=colour, prompt=prompt, distractors=others, wrist=wrist,
                 background=tuple(rng.uniform(0.1, 0.9, 3)) if random_background else None,
-                camera=default_camera(rng if random_camera else None))
+                camera=default_camera(rng if random_camera else None, **(camera or {})))
 
 
 def _arm_heading(xy) -> float:
@@ -187,15 +187,18 @@ def _solve_ik(mujoco, model, scratch, qpos_arm, joint_ids, site_id, target, wris
 
 def simulate_episode(seed: int, *, frames: int = 33, height: int = 64, width: int = 64, fps: float = 16.0,
                      task: str | None = None, tasks=TASKS, random_background: bool = False, distractors: int = 0,
-                     random_camera: bool = False, render_scale: int = 2, views: int = 0) -> dict:
+                     random_camera: bool = False, render_scale: int = 2, views: int = 0,
+                     camera: dict | None = None) -> dict:
     """One episode as a dict: ``frames`` uint8 (F,H,W,3), ``prompt`` and the ground-truth arrays (and
-    those of ``views`` extra cameras, see the module docstring)."""
+    those of ``views`` extra cameras, see the module docstring). ``camera``: keyword arguments of
+    ``sim_scene.default_camera`` (fovy, target, distance) that frame the main camera differently; the
+    episode's draws (objects, motion) do not depend on it."""
     mujoco = _mujoco()
     rng = np.random.default_rng(seed)
     task = task or tasks[rng.integers(len(tasks))]
     if task not in TASKS:
         raise UserInputError(f"unknown task {task!r}; tasks are {TASKS}")
-    ep = _draw_episode(rng, task, random_background, distractors, random_camera)
+    ep = _draw_episode(rng, task, random_background, distractors, random_camera, camera)
     extra = view_cameras(seed, views, ep["camera"])
     model = mujoco.MjModel.from_xml_string(scene_xml(rng, objects=[ep["cube"]], background=ep["background"],
                                                      distractors=ep["distractors"], camera=ep["camera"],

@@ -105,10 +105,16 @@ def scene_xml(rng: np.random.Generator, *, objects: list[dict], background: tupl
 </mujoco>"""
 
 
-def default_camera(rng: np.random.Generator | None = None) -> dict:
-    """Front-right view of the table; jittered when ``rng`` is given (--random-camera)."""
-    pos = np.array([0.42, 0.55, 0.85])
-    target = np.array([0.0, -0.05, TABLE_TOP])
+DEFAULT_TARGET = (0.0, -0.05, TABLE_TOP)  # where the main camera looks (metres)
+
+
+def default_camera(rng: np.random.Generator | None = None, *, fovy: float = 50.0, target=DEFAULT_TARGET,
+                   distance: float = 1.0) -> dict:
+    """Front-right view of the table; jittered when ``rng`` is given (--random-camera). ``fovy`` (degrees),
+    ``target`` (the point looked at) and ``distance`` (a factor on the distance to it, along the same line of
+    sight) frame it differently: `gw-jax demo --camera workspace` frames the cube's workspace (train.defaults.DEMO_CAMERAS)."""
+    target = np.asarray(target, np.float64)
+    pos = target + distance * (np.array([0.42, 0.55, 0.85]) - np.asarray(DEFAULT_TARGET))
     if rng is not None:
         pos = pos + rng.uniform(-0.12, 0.12, 3)
     forward = target - pos
@@ -116,4 +122,4 @@ def default_camera(rng: np.random.Generator | None = None) -> dict:
     right = np.cross(forward, [0, 0, 1.0])
     right /= np.linalg.norm(right)
     up = np.cross(right, forward)
-    return dict(pos=pos, xyaxes=np.concatenate([right, up]), fovy=50.0)
+    return dict(pos=pos, xyaxes=np.concatenate([right, up]), fovy=float(fovy))
