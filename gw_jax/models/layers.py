@@ -1,5 +1,5 @@
 """Small shared layers: bias-free linear with logical axis names (and a slot for a LoRA adapter), RMSNorm,
-LayerNorm without affine."""
+LayerNorm without affine, exact GELU (the last three recomputed in the backward)."""
 
 from __future__ import annotations
 
