@@ -2,8 +2,8 @@
 
     JAX_PLATFORMS=cuda XLA_FLAGS= pytest -m gpu tests/test_gpu.py
 
-``attention_impl="auto"`` must pick cuDNN flash attention for bf16 on a GPU, and cuDNN must be as close to the
-float32 reference as XLA's own bf16 attention is (forward and gradients). Last run: docs/benchmarks.md.
+``attention_impl="auto"`` must pick cuDNN flash attention for bf16 on a GPU, and cuDNN must stay within bf16
+rounding of the float32 reference (forward and gradients). Last run: docs/benchmarks.md.
 """
 
 import functools
@@ -35,9 +35,12 @@ def test_auto_picks_cudnn_for_bfloat16_and_xla_for_float32():
 
 
 @pytest.mark.parametrize("q_len,kv_len", [(1200, 1200), (1200, 512), (1200, 7)])  # self; text; odd text (xla)
-def test_cudnn_attention_as_close_to_float32_as_xla_bfloat16(q_len, kv_len):
-    """Output and q/k/v gradients of cuDNN on bf16 inputs vs the float32 reference; bar: within 3x of XLA's
-    own bf16 attention (same inputs) plus 1e-3, and under 2% of the reference's max (bf16 step 2^-8 = 0.4%)."""
+def test_cudnn_attention_within_three_bf16_steps_of_float32(q_len, kv_len):
+    """Output and q/k/v gradients of cuDNN on bf16 inputs vs the float32 reference (highest precision), bar:
+    3 bf16 steps (3 x 2^-8 = 1.2%) of the reference's max. Not a multiple of ``xla``'s error on the same bf16
+    inputs: ``xla`` computes in float32 after the cast, while flash attention rounds the probabilities and dS
+    to bf16 before its matmuls. Measured on an H100 (3 seeds): cuDNN 0.41-0.83%, ``xla`` 0.18-0.49%; a wrong
+    kernel (scale, mask, layout) is off by tens of percent."""
     keys = jax.random.split(jax.random.key(0), 4)
     q = jax.random.normal(keys[0], (2, q_len, 4, 64))
     k, v = (jax.random.normal(key, (2, kv_len, 4, 64)) for key in keys[1:3])
@@ -51,15 +54,15 @@ def test_cudnn_attention_as_close_to_float32_as_xla_bfloat16(q_len, kv_len):
         (_, out), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(q, k, v)
         return (out, *grads)
 
-    reference = loss_and_grads("xla", jnp.float32)
-    xla_bf16, cudnn = loss_and_grads("xla", jnp.bfloat16), loss_and_grads("cudnn", jnp.bfloat16)
+    with jax.default_matmul_precision("highest"):  # the GPU's default float32 matmul is TF32: not a reference
+        reference = loss_and_grads("xla", jnp.float32)
+    cudnn = loss_and_grads("cudnn", jnp.bfloat16)
     bf16_inputs = [x.astype(jnp.bfloat16) for x in (q, k, v)]
     for impl, fused in (("cudnn", kv_len % 2 == 0), ("xla", False)):  # the fused kernel (odd lengths: xla)
         lowered = jax.jit(functools.partial(attention, impl=impl)).lower(*bf16_inputs)
         assert (FLASH in lowered.as_text()) == fused, impl
-    for name, ref, ours, theirs in zip(("out", "dq", "dk", "dv"), reference, cudnn, xla_bf16, strict=True):
-        error, bar = _relative_error(ours, ref), 3 * _relative_error(theirs, ref) + 1e-3
-        assert error <= min(bar, 2e-2), (name, error, bar)
+    for name, ref, ours in zip(("out", "dq", "dk", "dv"), reference, cudnn, strict=True):
+        assert _relative_error(ours, ref) <= 3 * 2**-8, (name, _relative_error(ours, ref))
 
 
 def test_dit_auto_bfloat16_runs_cudnn_and_stays_close_to_the_reference(tmp_path):
