@@ -222,7 +222,7 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
     """The demo (see the module docstring); ``lam_workdir``: drive the DiT with a trained LAM's latent actions
     instead of the simulator's commands (training and the action rollouts alike); ``camera``: a framing of
     ``DEMO_CAMERAS``."""
-    settings = dict(QUICK if quick else FULL, **DEMO_CAMERAS[camera])
+    settings = dict(QUICK if quick else FULL, camera=DEMO_CAMERAS[camera])
     if steps is not None:
         settings["steps"] = steps
     out = Path(out)

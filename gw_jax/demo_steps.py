@@ -32,11 +32,11 @@ def cpu_seconds() -> float:
 def simulate_episodes(out: Path, settings: dict, *, seed: int, progress: bool) -> tuple[Path, Path]:
     """``train_episodes`` (seed ``seed``) and ``heldout_episodes`` (seed ``seed + 1``) simulated episodes of
     ``sim_frames`` frames, ``size``² pixels at ``sim_fps``, in out/episodes/train and out/episodes/heldout, seen by
-    the camera ``camera_fovy`` / ``camera_target`` frame (if set; else the simulator's default camera)."""
+    the camera ``settings["camera"]`` (``sim_scene.default_camera``'s keyword arguments; None: the simulator's own)."""
     sim = dict(frames=settings["sim_frames"], height=settings["size"], width=settings["size"],
                fps=settings["sim_fps"], progress=progress, workers=2)
-    if settings.get("camera_fovy"):  # the demo frames the workspace; `gw-jax sim` keeps the default camera
-        sim["camera"] = dict(fovy=settings["camera_fovy"], target=tuple(settings["camera_target"]))
+    if settings.get("camera"):  # `gw-jax demo --camera workspace`; `gw-jax sim` keeps the default camera
+        sim["camera"] = dict(settings["camera"])
     train_dir, heldout_dir = out / "episodes" / "train", out / "episodes" / "heldout"
     simulate_dataset(train_dir, settings["train_episodes"], seed=seed, **sim)
     simulate_dataset(heldout_dir, settings["heldout_episodes"], seed=seed + 1, **sim)

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
-import io
 import re
 
 import numpy as np
@@ -34,7 +32,6 @@ DTYPE_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "i32": 4, "u32": 4, "boo
 def jax_saved_mib(attention_impl: str) -> dict:
     import jax
     import jax.numpy as jnp
-    from jax.ad_checkpoint import print_saved_residuals
 
     from gw_jax.models.attention import register_attention, xla_attention
 
@@ -49,11 +46,8 @@ def jax_saved_mib(attention_impl: str) -> dict:
     flash_like.defvjp(flash_like_fwd, lambda residuals, g: residuals[:3])
     register_attention("flash_like", flash_like)
     forward, params = dit_bench.jax_forward(SHAPE, "bfloat16", attention_impl=attention_impl)
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        print_saved_residuals(lambda p: jnp.mean(forward(p).astype(jnp.float32) ** 2), params)
     totals = collections.Counter()
-    for line in printed.getvalue().splitlines():
+    for line in dit_bench.saved_residual_lines(lambda p: jnp.mean(forward(p).astype(jnp.float32) ** 2), params):
         match = re.match(r"(\w+)\[([\d,]*)\]", line)
         if match and "from the argument" not in line:
             shape = [int(n) for n in match.group(2).split(",") if n]

@@ -110,7 +110,7 @@ def test_demo_camera_reaches_the_simulator_and_cube_pixels_follow_it(tmp_path):
     from gw_jax.demo_steps import simulate_episodes
     from gw_jax.train.defaults import DEMO_CAMERAS, QUICK
 
-    workspace = dict(QUICK, **DEMO_CAMERAS["workspace"])  # `gw-jax demo --camera workspace`
+    workspace = dict(QUICK, camera=DEMO_CAMERAS["workspace"])  # `gw-jax demo --camera workspace`
 
     def episode(settings, name):
         train_dir, _ = simulate_episodes(tmp_path / name, dict(settings, train_episodes=1, heldout_episodes=1,
@@ -118,8 +118,8 @@ def test_demo_camera_reaches_the_simulator_and_cube_pixels_follow_it(tmp_path):
         return train_dir, load_episode(train_dir, 0)
 
     framed_dir, framed = episode(workspace, "framed")
-    _, default = episode(dict(QUICK, **DEMO_CAMERAS["default"]), "default")
-    focal = 0.5 * QUICK["size"] / np.tan(np.deg2rad(workspace["camera_fovy"]) / 2)
+    _, default = episode(dict(QUICK, camera=DEMO_CAMERAS["default"]), "default")
+    focal = 0.5 * QUICK["size"] / np.tan(np.deg2rad(workspace["camera"]["fovy"]) / 2)
     assert framed["intrinsics"][1, 1] == pytest.approx(focal)  # the demo's fovy, not the default camera's 50
     assert default["intrinsics"][1, 1] == pytest.approx(0.5 * QUICK["size"] / np.tan(np.deg2rad(25.0)))
     np.testing.assert_array_equal(framed["object_positions"], default["object_positions"])  # the same episode

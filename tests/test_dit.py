@@ -145,22 +145,10 @@ def test_cpu_linear_gradients_equal_the_plain_matmul(use_bias):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
-def saved_residual_lines(f, *args) -> list[str]:
-    """jax.ad_checkpoint.print_saved_residuals, one line per array saved for the backward."""
-    import contextlib
-    import io
-
-    from jax.ad_checkpoint import print_saved_residuals
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        print_saved_residuals(f, *args)
-    return out.getvalue().splitlines()
-
-
 def test_norms_and_gelu_save_only_their_inputs_for_the_backward():
     """LayerNorm, RMSNorm and GELU are recomputed in the backward (jax.checkpoint): a bf16 block saves none of
     their float32 / element-wise intermediates (a 2B block: 522 -> 347 MiB at 1,200 tokens, docs/benchmarks.md)."""
+    from gw_jax.bench.dit_bench import saved_residual_lines
     from gw_jax.models.dit_blocks import TransformerBlock
     from gw_jax.models.rope import rope_angles
 

@@ -9,6 +9,8 @@ both frameworks on the same N cores (the default: all cores this process may use
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import statistics
 import time
@@ -18,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.ad_checkpoint import print_saved_residuals
 
 from gw_jax.models.dit import GigaWorld0DiT
 
@@ -32,6 +35,15 @@ PRESETS = {
     "2b": dict(model_channels=2048, num_blocks=28, num_heads=16, crossattn=1024, adaln=256, batch=1, frames=16,
                height=60, width=80, text_len=512, repeats=10),
 }
+
+
+def saved_residual_lines(f, *args) -> list[str]:
+    """What the backward of ``f(*args)`` keeps: ``jax.ad_checkpoint.print_saved_residuals``, one line per array
+    (e.g. ``bf16[1,1200,2048] output of dot_general ...``), captured instead of printed."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        print_saved_residuals(f, *args)
+    return printed.getvalue().splitlines()
 
 
 def median_time(fn, repeats: int) -> float:

@@ -78,8 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
 # The demo (`gw-jax demo`, configs/demo.py): sim and data sizes, training length, and its DiT config.
 QUICK = dict(
     train_episodes=32, heldout_episodes=16, sim_frames=17, size=64, sim_fps=8.0, clip_frames=9,
-    # the simulator's camera (sim_scene.default_camera); `gw-jax demo --camera workspace`: DEMO_CAMERAS below
-    camera_fovy=None, camera_target=None,
+    camera=None,  # the simulator's camera; `gw-jax demo --camera workspace`: DEMO_CAMERAS below
     codec="patch_vae", codec_channels=16, codec_steps=1000, latent_noise=0.3, error_focus=0.01,  # the latent codec
     steps=1500, batch_size=8, model_channels=96, p_mean=1.0, p_std=1.0,  # the DiT and its training sigmas
     patch_spatial=2, num_blocks=3, num_heads=4,
@@ -99,8 +98,7 @@ FULL = dict(QUICK, train_episodes=128, heldout_episodes=32, steps=6000, batch_si
 # `gw-jax demo --camera`: "workspace" frames the cube's and the gripper's workspace (sim_scene.default_camera's
 # fovy / target), the 5 cm cube ~4-5 pixels wide at 32x32 instead of ~2; it shows the cube in more generated
 # frames but the closer arm lowers SSIM below 0.5 at the quick demo's budget (docs/demo.md "Framing", issue 16)
-DEMO_CAMERAS = dict(default=dict(camera_fovy=None, camera_target=None),
-                    workspace=dict(camera_fovy=30.0, camera_target=(0.01, 0.04, 0.49)))
+DEMO_CAMERAS = dict(default=None, workspace=dict(fovy=30.0, target=(0.01, 0.04, 0.49)))
 CODEC_POOL, CODEC_FOLD = 2, 4  # 64x64 frames -> 32x32 -> 8x8 latent grid
 
 
