@@ -97,7 +97,8 @@ QUICK = dict(
 FULL = dict(QUICK, train_episodes=128, heldout_episodes=32, steps=6000, batch_size=16, codec_steps=2000)
 # `gw-jax demo --camera`: "workspace" frames the cube's and the gripper's workspace (sim_scene.default_camera's
 # fovy / target), the 5 cm cube ~4-5 pixels wide at 32x32 instead of ~2; it shows the cube in more generated
-# frames but the closer arm lowers SSIM below 0.5 at the quick demo's budget (docs/demo.md "Framing", issue 16)
+# frames but the closer arm lowers SSIM below 0.5 at the quick demo's budget (the full demo's: 0.544; docs/demo.md
+# "Framing", issue 16)
 DEMO_CAMERAS = dict(default=None, workspace=dict(fovy=30.0, target=(0.01, 0.04, 0.49)))
 CODEC_POOL, CODEC_FOLD = 2, 4  # 64x64 frames -> 32x32 -> 8x8 latent grid
 
