@@ -38,7 +38,7 @@ from gw_jax.data.rollouts import ROLLOUTS_FILE, save_rollouts
 from gw_jax.data.transforms import clip_actions, sample_frame_indices
 from gw_jax.data.video import to_uint8, write_video
 from gw_jax.demo_steps import cpu_seconds, run_accounting, simulate_episodes, train_demo_codec
-from gw_jax.diffusion import sample_reference, with_actions
+from gw_jax.diffusion import sample_ancestral, sample_reference, with_actions
 from gw_jax.geometry.camera import project
 from gw_jax.lam.pipeline import episode_latent_actions
 from gw_jax.lam.pipeline import load as load_lam
@@ -66,16 +66,19 @@ def load_packed_clips(packed_dir: Path, clip_frames: int, size: int, actions: bo
     return dict(stacked, episodes=[int(e["episode"]) for e in examples])
 
 
-def rollout_from_first_frame(model, latents, text_emb, fps, key, sample_cfg):
-    """Generates every latent frame after the first (the reference) with the reference sampler."""
+def rollout_from_first_frame(model, latents, text_emb, fps, key, sample_cfg, eta: float = 0.0):
+    """Generates every latent frame after the first (the reference) with the reference sampler (``eta`` > 0:
+    its stochastic variant, ``sample_ancestral``)."""
     mask = jnp.zeros((1, 1, latents.shape[2], 1, 1)).at[:, :, 0].set(1.0)
-    noise = jax.random.normal(key, latents.shape) * sample_cfg.sigma_max
+    noise_key, step_key = jax.random.split(key) if eta else (key, None)
+    noise = jax.random.normal(noise_key, latents.shape) * sample_cfg.sigma_max
 
     @jax.jit
     def run(noise, latents, text_emb, fps):
-        out, _ = sample_reference(model, noise, context=text_emb, cond_latents=latents, cond_mask=mask,
-                                  fps=fps, steps=sample_cfg.steps, guidance=sample_cfg.guidance,
-                                  sigma_max=sample_cfg.sigma_max, augment_sigma=sample_cfg.augment_sigma)
+        kw = dict(context=text_emb, cond_latents=latents, cond_mask=mask, fps=fps, steps=sample_cfg.steps,
+                  guidance=sample_cfg.guidance, sigma_max=sample_cfg.sigma_max, augment_sigma=sample_cfg.augment_sigma)
+        out, _ = (sample_ancestral(model, noise, key=step_key, eta=eta, **kw) if eta else
+                  sample_reference(model, noise, **kw))
         return out
 
     return np.asarray(run(noise, jnp.asarray(latents), jnp.asarray(text_emb), jnp.asarray(fps[:1])))
@@ -164,6 +167,25 @@ def _block_chroma(frame: np.ndarray) -> np.ndarray:
     return _chroma((f[:-1, :-1] + f[1:, :-1] + f[:-1, 1:] + f[1:, 1:]) / 4)
 
 
+def _reference_chroma(first: np.ndarray, centre) -> tuple[np.ndarray, np.ndarray]:
+    """(table, cube) chromaticities from a clip's first (H, W, 3) frame around the cube's (row, column): the
+    table's the median of the 9x9 window, the cube's the 2x2 block of the 3x3 window furthest from it."""
+    r, c = centre
+    around = first[max(r - 4, 0):r + 5, max(c - 4, 0):c + 5].reshape(-1, 3).astype(np.float32)
+    table = _chroma(np.median(around, axis=0))
+    blocks = _block_chroma(first)[r - 1:r + 1, c - 1:c + 1].reshape(-1, 3)
+    return table, blocks[np.argmax(np.linalg.norm(blocks - table, axis=-1))]
+
+
+def _cube_blocks(video: np.ndarray, centres: np.ndarray):
+    """Per clip: (table, cube) chromaticities and (T, 4, 3), the four 2x2 blocks' around each frame's centre."""
+    for clip, clip_centres in zip(video, centres, strict=True):
+        table, cube = _reference_chroma(clip[0], clip_centres[0])
+        blocks = np.stack([_block_chroma(frame)[r - 1:r + 1, c - 1:c + 1].reshape(-1, 3)
+                           for frame, (r, c) in zip(clip, clip_centres, strict=True)])
+        yield table, cube, blocks
+
+
 def cube_visible(video: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """(B, T) bool: is the cube visible in each frame of ``video``, (B, T, H, W, 3) uint8, at ``centres``
     (B, T, 2) from ``cube_pixels``: the chromaticity (r, g, b) / (r + g + b) of one of the four 2x2 blocks of the
@@ -172,19 +194,22 @@ def cube_visible(video: np.ndarray, centres: np.ndarray) -> np.ndarray:
     does not. Both colours come from the video's own first frame (the given reference: as the codec renders it, for
     the rollouts): the cube's is the 2x2 block there furthest from the table's, the table's the median of the 9x9
     window."""
-    visible = np.zeros(video.shape[:2], bool)
-    for i in range(len(video)):
-        r, c = centres[i, 0]
-        around = video[i, 0, max(r - 4, 0):r + 5, max(c - 4, 0):c + 5].reshape(-1, 3).astype(np.float32)
-        table = _chroma(np.median(around, axis=0))
-        first = _block_chroma(video[i, 0])[r - 1:r + 1, c - 1:c + 1].reshape(-1, 3)
-        cube = first[np.argmax(np.linalg.norm(first - table, axis=-1))]
-        radius = 0.5 * np.linalg.norm(cube - table)
-        for f in range(video.shape[1]):
-            r, c = centres[i, f]
-            blocks = _block_chroma(video[i, f])[r - 1:r + 1, c - 1:c + 1]
-            visible[i, f] = np.min(np.linalg.norm(blocks - cube, axis=-1)) < radius
-    return visible
+    return np.stack([np.min(np.linalg.norm(blocks - cube, axis=-1), axis=-1) < 0.5 * np.linalg.norm(cube - table)
+                     for table, cube, blocks in _cube_blocks(video, centres)])
+
+
+def cube_contrast(video: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """(B, T, 2): how much cube each frame shows at its centre, for a faint or off-colour cube that
+    :func:`cube_visible` calls absent. Of the four 2x2 blocks the one whose chromaticity is furthest from the
+    table's: [0] its distance from the table over the cube's (1: as strong as the first frame's cube, 0: bare
+    table), [1] the cosine between the two offsets from the table (1: the cube's hue, 0 or less: another)."""
+    out = []
+    for table, cube, blocks in _cube_blocks(video, centres):
+        offsets = blocks - table  # (T, 4, 3)
+        best = offsets[np.arange(len(offsets)), np.argmax(np.linalg.norm(offsets, axis=-1), axis=-1)]
+        size, cube_size = np.linalg.norm(best, axis=-1), np.linalg.norm(cube - table)
+        out.append(np.stack([size / cube_size, best @ (cube - table) / (size * cube_size + 1e-9)], axis=-1))
+    return np.stack(out)
 
 
 def score(truth: np.ndarray, videos: dict, feature_net) -> dict:

@@ -6,7 +6,11 @@ IDM's R² on the action-driven rollouts (an IDM workdir trained on 32x32, 9-fram
 
     python scripts/detail_study.py train RUN OUT '{"detail_weight": 2.0}'      # OUT/train: the retrained DiT
     python scripts/detail_study.py eval RUN WORKDIR IDM NAME '{"action_guidance": 1.5, "steps": 40, "params": "raw"}'
+    python scripts/detail_study.py eval RUN WORKDIR - NAME '{"eta": 1.0}'          # the stochastic sampler
+    python scripts/detail_study.py x0 RUN WORKDIR [actions] [train]   # the cube in the DiT's x0 prediction per sigma
 
+train: QUICK's settings plus the variant (QUICK trains 2500 steps since session 31; the 1500-step rows of
+docs/demo.md's earlier sections pass "steps": 1500).
 IDM "-": no IDM (no R²). Results append to results.jsonl next to WORKDIR; NAME.png: 3 held-out clips, rows truth /
 image + text / action-driven; NAME.npz: the videos (rollouts.npz's names); cube_visible_*: the share of generated
 frames whose cube `gw_jax.demo.cube_visible` finds (per frame in *_frames).
@@ -23,7 +27,7 @@ import numpy as np
 from gw_jax import demo
 from gw_jax.data.episodes import load_clips
 from gw_jax.data.video import to_uint8
-from gw_jax.diffusion import with_actions
+from gw_jax.diffusion import make_x0_fn, with_actions
 from gw_jax.geometry.camera import project
 from gw_jax.idm.pipeline import predict
 from gw_jax.idm.train import joint_metrics, load
@@ -81,6 +85,9 @@ def main():
         train(config, out / "train", batches=ArrayBatches(arrays, settings["batch_size"], seed=seed), progress=False)
         print(json.dumps(dict(out=str(out), variant=variant, train_s=round(time.time() - t, 1))))
         return
+    if mode == "x0":
+        return x0_table(run, settings, Path(sys.argv[3]), actions="actions" in sys.argv[4:],
+                        training_clips="train" in sys.argv[4:])
     workdir, idm_dir, name = Path(sys.argv[3]), Path(sys.argv[4]), sys.argv[5]
     variant = json.loads(sys.argv[6]) if len(sys.argv) > 6 else {}
     seed = int(variant.get("seed", 0))
@@ -97,7 +104,8 @@ def main():
     videos = {}
     for set_name, driver in (("trained", None), ("action", rows), ("action_swapped", np.roll(rows, 1))):
         model = base if driver is None else with_actions(base, test_clips["actions"][driver], guidance=guidance)
-        out = demo.rollout_from_first_frame(model, latents, test_clips["text_emb"], test_clips["fps"], key, sample)
+        out = demo.rollout_from_first_frame(model, latents, test_clips["text_emb"], test_clips["fps"], key, sample,
+                                            eta=variant.get("eta", 0.0))
         videos[set_name] = to_uint8(np.asarray(codec.decode(jnp.asarray(out))))
     truth = to_uint8(np.asarray(codec.pooled(jnp.asarray(test_clips["video"]))))
     videos["copy_first_frame"] = np.repeat(truth[:, :1], truth.shape[1], axis=1)
@@ -111,6 +119,8 @@ def main():
         visible = demo.cube_visible(v, centres)[:, 1:]  # generated frames
         res[f"cube_visible_{k}"] = float(visible.mean())
         res[f"cube_visible_{k}_frames"] = [round(float(x), 3) for x in visible.mean(0)]
+        contrast = np.median(demo.cube_contrast(v, centres)[:, 1:], axis=0)
+        res[f"cube_contrast_{k}_frames"] = [[round(float(x), 2) for x in frame] for frame in contrast]
     np.savez_compressed(workdir.parent / f"{name}.npz",
                         **{f"video_{k}": v for k, v in dict(truth=truth, **videos).items()})
     if str(idm_dir) == "-":  # no IDM: skip the joints' R²
@@ -132,6 +142,39 @@ def main():
     picture = [np.concatenate(list(v[i]), axis=1) for i in range(3)
                for v in (truth, videos["trained"], videos["action"])]
     plt.imsave(workdir.parent / f"{name}.png", np.concatenate(picture, 0).repeat(3, 0).repeat(3, 1))
+
+
+def x0_table(run: Path, settings, workdir: Path, actions: bool, training_clips: bool,
+             sigmas=(0.02, 0.1, 0.3, 1.0, 3.0, 10.0)):
+    train_clips, clips, codec = data(run, settings)
+    episodes_dir, episodes = run / "episodes" / "heldout", np.arange(len(clips["video"]))
+    if training_clips:
+        rows = np.linspace(0, len(train_clips["video"]) - 1, 32).astype(int)
+        clips = {k: train_clips[k][rows] for k in ("video", "text_emb", "fps", "actions")}
+        episodes_dir, episodes = run / "episodes" / "train", np.asarray(train_clips["episodes"])[rows]
+    _, setup, state = restore_workdir(workdir)
+    model = setup.model_def.merge(state.ema_params, setup.init_frozen())
+    if actions:
+        model = with_actions(model, clips["actions"], guidance=0.0)
+    latents = jnp.asarray(codec.encode(jnp.asarray(clips["video"])))
+    mask = jnp.zeros((1, 1, latents.shape[2], 1, 1)).at[:, :, 0].set(1.0)
+    x0_fn, params = make_x0_fn(model, context=jnp.asarray(clips["text_emb"]), cond_latents=latents,
+                               cond_mask=mask, fps=jnp.asarray(clips["fps"][:1]), guidance=1.0)
+    x0_fn = jax.jit(x0_fn)
+    centres = demo.cube_pixels(episodes_dir, episodes, settings["clip_frames"], settings["size"] // CODEC_POOL)
+    print("| sigma | frames 1-3: strength, hue | frames 5-8: strength, hue | cube visible, frames 1-8 |")
+    print("|---|---|---|---|")
+    for sigma in sigmas:
+        contrast, visible = [], []
+        for seed in range(2):  # two noise draws
+            noisy = latents + sigma * jax.random.normal(jax.random.key(seed), latents.shape)
+            video = to_uint8(np.asarray(codec.decode(x0_fn(params, noisy, jnp.float32(sigma)))))
+            contrast.append(demo.cube_contrast(video, centres))
+            visible.append(demo.cube_visible(video, centres)[:, 1:])
+        contrast = np.concatenate(contrast)
+        still, carried = np.median(contrast[:, 1:4], axis=(0, 1)), np.median(contrast[:, 5:], axis=(0, 1))
+        print(f"| {sigma} | {still[0]:.2f}, {still[1]:.2f} | {carried[0]:.2f}, {carried[1]:.2f} | "
+              f"{np.mean(visible):.2f} |")
 
 
 if __name__ == "__main__":

@@ -85,6 +85,20 @@ def test_cube_visible_finds_the_cube_and_not_shadow_or_noise():
     assert not cube_visible(noise, centres)[0, 1:].any()
 
 
+def test_cube_contrast_measures_faint_and_off_colour_cubes():
+    from gw_jax.demo import cube_contrast
+
+    video, centres = _scene()
+    video[0, 1, 8:10, 6:8] = (190, 88, 60)  # frame 1: half-way between the cube's colour and the table's
+    video[0, 2, 8:10, 8:10] = (60, 160, 60)  # frame 2: a green cube
+    contrast = cube_contrast(video, centres)[0]
+    np.testing.assert_allclose(contrast[0], [1.0, 1.0], atol=1e-6)
+    assert 0.3 < contrast[1, 0] < 0.6 and contrast[1, 1] > 0.99  # half-way in RGB is 0.37 in chromaticity
+    assert contrast[2, 0] > 0.5 and contrast[2, 1] < 0.5
+    video[0, 1:] = (200, 140, 90)  # bare table
+    np.testing.assert_allclose(cube_contrast(video, centres)[0, 1:, 0], 0.0, atol=1e-6)
+
+
 def test_cube_pixels_project_the_simulators_cube(tmp_path):
     from gw_jax.demo import cube_pixels
 

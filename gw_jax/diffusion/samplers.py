@@ -10,6 +10,8 @@ Samplers:
 - :func:`sample_reference`: the release's EDMRESMultistepScheduler(solver_order=1, prediction 'rf',
   final sigma = sigma_min) on Karras sigmas — step for step;
 - :func:`sample_res2`: the same scheduler with solver_order=2 (RES multistep, first/last step order 1);
+- :func:`sample_ancestral`: a stochastic variant (Euler ancestral, k-diffusion's): each order-1 step lands
+  below sigma_t and fresh noise tops it up; ``eta=0`` is :func:`sample_reference`;
 - :func:`sample_flow_euler` / :func:`sample_flow_heun`: rectified-flow ODE dx_t/dt = v on a (shifted)
   time grid.
 Models are nnx modules or plain callables with the DiT call signature.
@@ -156,6 +158,32 @@ def sample_res2(model, init_latents, *, steps: int = 30, sigma_max: float = 80.0
     x0_fn, params = make_x0_fn(model, **conditioning)
     final, trajectory = _run_edm(x0_fn, params, init_latents, karras_sigmas(steps, sigma_min, sigma_max, rho),
                                  order=2)
+    return _reimpose(final, conditioning.get("cond_latents"), conditioning.get("cond_mask")), trajectory
+
+
+def _run_ancestral(x0_fn, params, init_latents, sigmas, key, eta: float):
+    def step(carry, i):
+        sample, params = carry
+        sigma_s, sigma_t = sigmas[i], sigmas[i + 1]
+        x0 = x0_fn(params, sample, sigma_s)
+        # variance preserving: the deterministic step lands at sigma_down, the noise adds sigma_up^2
+        sigma_up = jnp.minimum(sigma_t, eta * sigma_t * jnp.sqrt(jnp.maximum(1.0 - (sigma_t / sigma_s) ** 2, 0.0)))
+        sigma_down = jnp.sqrt(jnp.maximum(sigma_t ** 2 - sigma_up ** 2, 0.0))
+        noise = jax.random.normal(jax.random.fold_in(key, i), sample.shape, sample.dtype)
+        nxt = _order1_update(x0, sample, sigma_s, sigma_down) + sigma_up * noise
+        return (nxt, params), nxt
+
+    (final, _), trajectory = jax.lax.scan(step, (init_latents, params), jnp.arange(sigmas.shape[0] - 1))
+    return final, trajectory
+
+
+def sample_ancestral(model, init_latents, *, key: jax.Array, eta: float = 1.0, steps: int = 30,
+                     sigma_max: float = 80.0, sigma_min: float = 0.002, rho: float = 7.0, **conditioning):
+    """Euler ancestral on the reference's Karras schedule: ``eta`` (0..1) is the share of each step's noise
+    that is fresh (``key``); 0 gives :func:`sample_reference`'s numbers."""
+    x0_fn, params = make_x0_fn(model, **conditioning)
+    final, trajectory = _run_ancestral(x0_fn, params, init_latents, karras_sigmas(steps, sigma_min, sigma_max, rho),
+                                       key, eta)
     return _reimpose(final, conditioning.get("cond_latents"), conditioning.get("cond_mask")), trajectory
 
 

@@ -76,11 +76,13 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 # The demo (`gw-jax demo`, configs/demo.py): sim and data sizes, training length, and its DiT config.
+# 256 training episodes, not 32: on 32 the DiT memorised each episode's carried cube and generalised little
+# (docs/demo.md "Memorised, not learned", issue 16); 8x the episodes cost ~65 s of simulation
 QUICK = dict(
-    train_episodes=32, heldout_episodes=16, sim_frames=17, size=64, sim_fps=8.0, clip_frames=9,
+    train_episodes=256, heldout_episodes=16, sim_frames=17, size=64, sim_fps=8.0, clip_frames=9,
     camera=None,  # the simulator's camera; `gw-jax demo --camera workspace`: DEMO_CAMERAS below
     codec="patch_vae", codec_channels=16, codec_steps=1000, latent_noise=0.3, error_focus=0.01,  # the latent codec
-    steps=1500, batch_size=8, model_channels=96, p_mean=1.0, p_std=1.0,  # the DiT and its training sigmas
+    steps=2500, batch_size=8, model_channels=96, p_mean=1.0, p_std=1.0,  # the DiT and its training sigmas
     patch_spatial=2, num_blocks=3, num_heads=4,
     # the cube (issue 16, docs/demo.md "The cube"): every frame's tokens carry the reference frame's latents
     # (model.concat_reference), the DiT's output starts as 'nothing moved' (model.reference_skip), and the cube's
@@ -94,7 +96,7 @@ QUICK = dict(
     # loss.detail_weight (foreground / moving latent cells weigh more): off; 1.0 sharpens the action-driven
     # rollouts but lowers the image + text SSIM towards 0.5 (docs/demo.md, "Small details")
     detail_weight=0.0)
-FULL = dict(QUICK, train_episodes=128, heldout_episodes=32, steps=6000, batch_size=16, codec_steps=2000)
+FULL = dict(QUICK, train_episodes=1024, heldout_episodes=32, steps=6000, batch_size=16, codec_steps=2000)
 # `gw-jax demo --camera`: "workspace" frames the cube's and the gripper's workspace (sim_scene.default_camera's
 # fovy / target), the 5 cm cube ~4-5 pixels wide at 32x32 instead of ~2; it shows the cube in more generated
 # frames but the closer arm lowers SSIM below 0.5 at the quick demo's budget (the full demo's: 0.544; docs/demo.md
