@@ -4,8 +4,10 @@
     gw-jax train --config configs/demo.py --workdir runs/demo_train \\
         --config.codec.path=runs/demo/codec --config.data.raw_dir=runs/demo/episodes/train
 
-`gw-jax demo --quick` (2 CPU cores): about 10 minutes end to end; the numbers are in README.md and
-docs/demo.md (why each setting: a learned codec, log-sigma centred at 1, EMA weights).
+`gw-jax demo --quick` (2 CPU cores, 256 training episodes, 2500 steps): 508-531 s end to end at seeds 0-2;
+seed 0 held-out PSNR 19.34 dB image + text (copying the first frame 18.82), 25.36 dB driven by the true actions,
+SSIM 0.606 / 0.811. All numbers in README.md and docs/demo.md (why each setting: a learned codec, log-sigma
+centred at 1, EMA weights, 256 episodes).
 """
 
 import ml_collections
