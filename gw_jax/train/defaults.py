@@ -77,7 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 # The demo (`gw-jax demo`, configs/demo.py): sim and data sizes, training length, and its DiT config.
 # 256 training episodes, not 32: on 32 the DiT memorised each episode's carried cube and generalised little
-# (docs/demo.md "Memorised, not learned", issue 16); 8x the episodes cost ~65 s of simulation
+# (docs/demo.md "Memorised, not learned", issue 16); 8x the episodes cost ~70 s of simulation (measured 21 -> 90 s)
 QUICK = dict(
     train_episodes=256, heldout_episodes=16, sim_frames=17, size=64, sim_fps=8.0, clip_frames=9,
     camera=None,  # the simulator's camera; `gw-jax demo --camera workspace`: DEMO_CAMERAS below
