@@ -76,7 +76,8 @@ def rollout_from_first_frame(model, latents, text_emb, fps, key, sample_cfg, eta
     @jax.jit
     def run(noise, latents, text_emb, fps):
         kw = dict(context=text_emb, cond_latents=latents, cond_mask=mask, fps=fps, steps=sample_cfg.steps,
-                  guidance=sample_cfg.guidance, sigma_max=sample_cfg.sigma_max, augment_sigma=sample_cfg.augment_sigma)
+                  guidance=sample_cfg.guidance, sigma_max=sample_cfg.sigma_max, augment_sigma=sample_cfg.augment_sigma,
+                  reference_guidance=sample_cfg.get("reference_guidance", 0.0))
         out, _ = (sample_ancestral(model, noise, key=step_key, eta=eta, **kw) if eta else
                   sample_reference(model, noise, **kw))
         return out
@@ -349,7 +350,8 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
                           clips=settings["heldout_episodes"]),
         text_encoder=text.name,
         sampler=(f"reference (Karras, order 1), {settings['sample_steps']} steps, sigma_max {settings['sigma_max']}, "
-                 f"{settings['sample_params']} weights"),
+                 f"{settings['sample_params']} weights, guidance on the reference frame "
+                 f"{settings.get('reference_guidance', 0.0)} (trained without it: {settings.get('ref_dropout', 0.0)})"),
         training_sigma=f"log sigma ~ N({settings['p_mean']}, {settings['p_std']})",
         actions=(dict(action_dim=settings["action_dim"], dropout=settings["action_dropout"],
                       source=f"latent actions (LAM {lam_workdir})" if lam_workdir else "simulator commands",
@@ -365,7 +367,7 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    parser.add_argument("--quick", action="store_true", help="the small run (about 10 minutes on 2 CPU cores)")
+    parser.add_argument("--quick", action="store_true", help="the small run (about 10-11 minutes on 2 CPU cores)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help="override the number of training steps")
     parser.add_argument("--camera", choices=sorted(DEMO_CAMERAS), default="default",

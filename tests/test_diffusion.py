@@ -10,11 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gw_jax.diffusion import (make_x0_fn, reference_loss, reference_loss_terms, rollout, sample_ancestral,
-                              sample_flow_euler,
-                              sample_flow_heun, sample_ref_masks, sample_reference, sample_res2,
-                              latent_ref_masks_from_frames)
-from gw_jax.diffusion.objective import conditioned_model_inputs
+from gw_jax.diffusion import (drop_reference_frames, make_x0_fn, reference_loss, reference_loss_terms, rollout,
+                              sample_ancestral, sample_flow_euler, sample_flow_heun, sample_ref_masks, sample_reference,
+                              sample_res2, latent_ref_masks_from_frames)
+from gw_jax.diffusion.objective import conditioned_model_inputs, flow_time
 from gw_jax.diffusion.samplers import reference_step
 from gw_jax.models.dit import GigaWorld0DiT
 from gw_jax.models.pixel_codec import PixelCodec
@@ -252,3 +251,70 @@ class TestSameWithAndWithoutJit(chex.TestCase):
         latents = self.variant(codec.encode)(video)
         chex.assert_shape(latents, (1, 12, 2, 4, 4))
         chex.assert_trees_all_close(self.variant(codec.decode)(latents), video, atol=1e-6)
+
+
+def _reference_sensitive_model(x, timesteps, context, fps, padding_mask):
+    # every frame sees every frame's latents, weighted by the reference-mask channel (as the DiT's attention does)
+    return 0.1 * x[:, :16] + timesteps + jnp.mean(x[:, :16] * (1.0 + 2.0 * x[:, 16:]), axis=2, keepdims=True)
+
+
+def test_reference_guidance_steers_away_from_the_model_without_its_reference():
+    """reference_guidance g: v + g (v - v_null), v_null from the same sample with no reference frame (mask channel
+    0, the sample's own noisy frame 0 instead of the clean reference, every frame at the step's t); g = 0 is the
+    plain conditioned prediction."""
+    model = _reference_sensitive_model
+    cond = jax.random.normal(jax.random.key(0), (1, 16, 3, 2, 2))
+    sample = jax.random.normal(jax.random.key(1), (1, 16, 3, 2, 2)) * 3.0
+    mask = jnp.array([1.0, 0.0, 0.0]).reshape(1, 1, 3, 1, 1)
+    ctx, sigma = jnp.ones((1, 2, 4)), 2.0
+    kw = dict(context=ctx, cond_latents=cond, cond_mask=mask, guidance=1.0)
+    plain_fn, params = make_x0_fn(model, **kw)
+    zero_fn, _ = make_x0_fn(model, reference_guidance=0.0, **kw)
+    guided_fn, _ = make_x0_fn(model, reference_guidance=2.0, **kw)
+    plain = plain_fn(params, sample, sigma)
+    np.testing.assert_array_equal(zero_fn(params, sample, sigma), plain)
+    c_in, t = 1.0 / (1.0 + sigma), sigma / (1.0 + sigma)
+    scaled = sample * c_in
+    with_reference = jnp.concatenate([scaled.at[:, :, 0].set(cond[:, :, 0]), mask * jnp.ones((1, 1, 3, 2, 2))], 1)
+    t_with = jnp.array([flow_time(0.001), t, t]).reshape(1, 1, 3, 1, 1)
+    without = jnp.concatenate([scaled, jnp.zeros((1, 1, 3, 2, 2))], 1)
+    v = model(with_reference, t_with, ctx, 16.0, None)
+    v = v + 2.0 * (v - model(without, jnp.full((1, 1, 3, 1, 1), t), ctx, 16.0, None))
+    expected = (c_in * sample - t * v).at[:, :, 0].set(cond[:, :, 0])
+    np.testing.assert_allclose(guided_fn(params, sample, sigma), expected, rtol=1e-5, atol=1e-5)
+    assert float(jnp.abs(guided_fn(params, sample, sigma) - plain).max()) > 1e-2
+    # through the sampler: g = 0 is the reference sampler, number for number
+    noise = jax.random.normal(jax.random.key(2), (1, 16, 3, 2, 2)) * 80
+    base, _ = sample_reference(model, noise, steps=4, **kw)
+    np.testing.assert_array_equal(sample_reference(model, noise, steps=4, reference_guidance=0.0, **kw)[0], base)
+
+
+def test_reference_dropout_drops_whole_clips_references_and_reaches_the_loss():
+    masks = jnp.broadcast_to(jnp.array([1.0, 0.0, 0.0]).reshape(1, 1, 3, 1, 1), (10000, 1, 3, 1, 1))
+    assert drop_reference_frames(jax.random.key(0), masks, 0.0) is masks
+    dropped = drop_reference_frames(jax.random.key(0), masks, 0.3)
+    assert abs(float(1.0 - dropped[:, 0, 0].mean()) - 0.3) < 0.02  # ~30% of the clips lose their reference
+    np.testing.assert_array_equal(dropped[:, :, 1:], 0.0)
+    assert float(drop_reference_frames(jax.random.key(0), masks, 1.0).max()) == 0.0
+
+    import ml_collections
+    from flax import nnx
+
+    from gw_jax.train.state import ModelDef
+    from gw_jax.train.step import make_loss_fn
+
+    dit = GigaWorld0DiT(max_img_h=4, max_img_w=4, max_frames=3, in_channels=5, out_channels=4, patch_spatial=2,
+                        patch_temporal=1, model_channels=16, num_blocks=1, num_heads=2, crossattn_emb_channels=8,
+                        adaln_lora_dim=4, rngs=nnx.Rngs(0))
+    graphdef, params, buffers = nnx.split(dit, nnx.Param, ...)
+    batch = dict(latents=jax.random.normal(jax.random.key(3), (2, 4, 3, 4, 4)), text_emb=jnp.ones((2, 2, 8)),
+                 fps=jnp.full((2,), 8.0), ref_mask=jnp.array([[1.0, 0.0, 0.0]] * 2))
+
+    @functools.partial(jax.jit, static_argnums=(2,))
+    def loss(params, ref_mask, dropout):
+        cfg = ml_collections.ConfigDict(dict(p_mean=0.0, p_std=1.0, max_ref_frames=1, ref_start=1, ref_dropout=dropout))
+        return make_loss_fn(ModelDef(graphdef, buffers), cfg)(params, dict(batch, ref_mask=ref_mask), jax.random.key(5))
+
+    given, none = loss(params, batch["ref_mask"], 0.0), loss(params, jnp.zeros((2, 3)), 0.0)
+    assert abs(float(given) - float(none)) > 1e-4
+    np.testing.assert_allclose(loss(params, batch["ref_mask"], 1.0), none, rtol=1e-6)

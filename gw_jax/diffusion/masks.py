@@ -59,3 +59,13 @@ def latent_ref_masks_from_frames(frame_masks, num_latent_frames: int) -> jax.Arr
     if 1 + factor * (num_latent_frames - 1) != num_frames:
         raise ValueError(f"{num_frames} frames do not map onto {num_latent_frames} latent frames")
     return jnp.asarray(frame_masks, jnp.float32)[:, ::factor][:, None, :, None, None]
+
+
+def drop_reference_frames(key, latent_masks, rate: float) -> jax.Array:
+    """``latent_masks`` (B, 1, T, 1, 1) with each clip's reference frames all dropped (every frame noised) with
+    probability ``rate``: the unconditioned mode that guidance on the reference frame (``make_x0_fn``'s
+    ``reference_guidance``) steers away from."""
+    if not rate:
+        return latent_masks
+    keep = (jax.random.uniform(key, (latent_masks.shape[0],)) >= rate).astype(latent_masks.dtype)
+    return latent_masks * keep[:, None, None, None, None]

@@ -47,19 +47,35 @@ def _as_pure(model) -> tuple[Callable, object]:
 
 
 def make_x0_fn(model, *, context, negative_context=None, cond_latents=None, cond_mask=None, fps=16.0,
-               guidance: float = 1.0, augment_sigma: float = 0.001):
+               guidance: float = 1.0, augment_sigma: float = 0.001, reference_guidance: float = 0.0):
     """The reference pipeline's guided, conditioned x0 prediction ``x0_fn(params, sample, sigma)``.
 
     Returns (x0_fn, params). Classifier-free guidance runs only when guidance > 1 (as the pipeline);
     ``cond_mask`` (1 or B, 1, T, 1, 1) marks ``cond_latents`` frames (None: unconditioned).
+    ``reference_guidance`` g > 0 (a gw_jax option, not the release's): the model runs a second time with no
+    reference frame, the sample's own (noisy) frames in their place, and v + g (v - v_null) is used: guidance
+    on the reference frame, for a DiT trained with ``loss.ref_dropout``.
     """
     apply, params = _as_pure(model)
     use_cfg = guidance > 1.0
     if use_cfg and negative_context is None:
         raise ValueError("guidance > 1 needs a negative_context (embed the negative prompt, or '')")
 
+    def velocity(model_params, x, timesteps):
+        b = x.shape[0]
+        padding = zero_padding_mask((b, 1) + x.shape[2:], x.dtype)
+        if not use_cfg:
+            return apply(model_params, x, timesteps, jnp.broadcast_to(context, (b,) + context.shape[1:]), fps,
+                         padding).astype(jnp.float32)
+        both_x = jnp.concatenate([x, x], axis=0)
+        both_t = jnp.concatenate([timesteps, timesteps], axis=0)
+        both_context = jnp.concatenate([jnp.broadcast_to(negative_context, (b,) + negative_context.shape[1:]),
+                                        jnp.broadcast_to(context, (b,) + context.shape[1:])], axis=0)
+        out = apply(model_params, both_x, both_t, both_context, fps, jnp.concatenate([padding, padding]))
+        uncond, cond_out = out[:b].astype(jnp.float32), out[b:].astype(jnp.float32)
+        return cond_out + guidance * (cond_out - uncond)
+
     def x0_fn(model_params, sample, sigma):
-        b = sample.shape[0]
         c_in = 1.0 / (1.0 + sigma)
         t = flow_time(sigma)
         if cond_mask is None:
@@ -68,19 +84,11 @@ def make_x0_fn(model, *, context, negative_context=None, cond_latents=None, cond
         else:
             mask, cond = cond_mask.astype(sample.dtype), cond_latents.astype(sample.dtype)
         # the pipeline feeds cond / c_in, then scales everything by c_in: reference frames enter unchanged
-        x, timesteps = conditioned_model_inputs(sample * c_in, cond, mask, t, augment_sigma)
-        padding = zero_padding_mask(sample.shape, sample.dtype)
-        if use_cfg:
-            both_x = jnp.concatenate([x, x], axis=0)
-            both_t = jnp.concatenate([timesteps, timesteps], axis=0)
-            both_context = jnp.concatenate([jnp.broadcast_to(negative_context, (b,) + negative_context.shape[1:]),
-                                            jnp.broadcast_to(context, (b,) + context.shape[1:])], axis=0)
-            out = apply(model_params, both_x, both_t, both_context, fps, jnp.concatenate([padding, padding]))
-            uncond, cond_out = out[:b].astype(jnp.float32), out[b:].astype(jnp.float32)
-            v = cond_out + guidance * (cond_out - uncond)
-        else:
-            v = apply(model_params, x, timesteps, jnp.broadcast_to(context, (b,) + context.shape[1:]), fps,
-                      padding).astype(jnp.float32)
+        v = velocity(model_params, *conditioned_model_inputs(sample * c_in, cond, mask, t, augment_sigma))
+        if reference_guidance and cond_mask is not None:
+            # the sample's reference frames are the reference noised to sigma (x0 is held there every step)
+            null = conditioned_model_inputs(sample * c_in, cond, jnp.zeros_like(mask), t, augment_sigma)
+            v = v + reference_guidance * (v - velocity(model_params, *null))
         x0 = c_in * sample - t * v
         return mask * cond + (1.0 - mask) * x0
 
@@ -132,12 +140,13 @@ def _run_edm(x0_fn, params, init_latents, sigmas, order: int):
 
 def sample_reference(model, init_latents, *, context, negative_context=None, cond_latents=None, cond_mask=None,
                      fps=16.0, steps: int = 30, guidance: float = 7.0, sigma_max: float = 80.0,
-                     augment_sigma: float = 0.001, sigma_min: float = 0.002, rho: float = 7.0):
+                     augment_sigma: float = 0.001, sigma_min: float = 0.002, rho: float = 7.0,
+                     reference_guidance: float = 0.0):
     """The release's sampling loop. ``init_latents`` are N(0,1) * sigma_max. Returns (final, trajectory)
     with trajectory[i] the latents after step i."""
     x0_fn, params = make_x0_fn(model, context=context, negative_context=negative_context,
                                cond_latents=cond_latents, cond_mask=cond_mask, fps=fps, guidance=guidance,
-                               augment_sigma=augment_sigma)
+                               augment_sigma=augment_sigma, reference_guidance=reference_guidance)
     final, trajectory = _run_edm(x0_fn, params, init_latents, karras_sigmas(steps, sigma_min, sigma_max, rho),
                                  order=1)
     return _reimpose(final, cond_latents, cond_mask), trajectory

@@ -43,10 +43,11 @@ def base_config() -> ml_collections.ConfigDict:
     # (gw_jax option, gw_jax.diffusion.objective.detail_weights; 0 is the reference objective);
     # frame_sigmas: "shared" (the reference: one sigma per clip) | "independent" (one per latent frame: diffusion
     # forcing, for causal autoregressive models); ref_factor: video frames per latent frame in max_ref_frames
-    # (the MaskGenerator's 4, Wan's; 1 for a codec without temporal compression) when the step draws the masks.
+    # (the MaskGenerator's 4, Wan's; 1 for a codec without temporal compression) when the step draws the masks;
+    # ref_dropout: the share of clips trained with no reference frame (for sample.reference_guidance; gw_jax option).
     c.loss = ml_collections.ConfigDict(dict(
         p_mean=0.0, p_std=1.0, max_ref_frames=1, ref_start=1, action_dropout=0.0, detail_weight=0.0,
-        frame_sigmas="shared", ref_factor=4,
+        frame_sigmas="shared", ref_factor=4, ref_dropout=0.0,
     ))
     c.train = ml_collections.ConfigDict(dict(
         global_batch_size=8, accum_steps=1, num_steps=1000,
@@ -68,6 +69,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.sample = ml_collections.ConfigDict(dict(
         steps=30, guidance=7.0, sigma_max=80.0, augment_sigma=0.001, negative_prompt="",
         action_guidance=0.0,  # > 0: classifier-free guidance on actions (a DiT with model.action_dim, given actions)
+        reference_guidance=0.0,  # > 0: guidance on the reference frame (a DiT trained with loss.ref_dropout)
     ))
     c.multihost = ml_collections.ConfigDict(dict(
         coordinator_address="", num_processes=1, process_id=0,  # empty: single host or auto-detect
@@ -95,8 +97,14 @@ QUICK = dict(
     action_dim=7, action_dropout=0.15, action_guidance=0.0,
     # loss.detail_weight (foreground / moving latent cells weigh more): off; 1.0 sharpens the action-driven
     # rollouts but lowers the image + text SSIM towards 0.5 (docs/demo.md, "Small details")
-    detail_weight=0.0)
-FULL = dict(QUICK, train_episodes=1024, heldout_episodes=32, steps=6000, batch_size=16, codec_steps=2000)
+    detail_weight=0.0,
+    # guidance on the reference frame: 10% of the clips train with no reference frame, and the sampler steers
+    # each step away from that null prediction (v + g (v - v_null)); the cube keeps its colour in more generated
+    # frames (docs/demo.md, "Guidance on the reference frame", issue 16)
+    ref_dropout=0.1, reference_guidance=1.0)
+# the full demo keeps the settings it was measured with (session 31): reference guidance is not measured at its budget
+FULL = dict(QUICK, train_episodes=1024, heldout_episodes=32, steps=6000, batch_size=16, codec_steps=2000,
+            ref_dropout=0.0, reference_guidance=0.0)
 # `gw-jax demo --camera`: "workspace" frames the cube's and the gripper's workspace (sim_scene.default_camera's
 # fovy / target), the 5 cm cube ~4-5 pixels wide at 32x32 instead of ~2; it shows the cube in more generated
 # frames but the closer arm lowers SSIM below 0.5 at the quick demo's budget (the full demo's: 0.544; docs/demo.md
@@ -131,10 +139,12 @@ def demo_config(settings: dict, codec_path: str = "") -> ml_collections.ConfigDi
     config.mesh.axes.update(dict(data=-1))
     config.loss.update(dict(p_mean=settings["p_mean"], p_std=settings["p_std"],
                             action_dropout=settings.get("action_dropout", 0.0),
-                            detail_weight=settings.get("detail_weight", 0.0)))
+                            detail_weight=settings.get("detail_weight", 0.0),
+                            ref_dropout=settings.get("ref_dropout", 0.0)))
     config.train.update(dict(global_batch_size=settings["batch_size"], num_steps=settings["steps"],
                              learning_rate=1e-3, warmup_steps=50, final_lr_fraction=0.05, weight_decay=0.0,
                              log_every=10, checkpoint_every=settings["steps"], async_checkpoint=False))
     config.sample.update(dict(steps=settings["sample_steps"], guidance=1.0, sigma_max=settings["sigma_max"],
-                              action_guidance=settings.get("action_guidance", 0.0)))
+                              action_guidance=settings.get("action_guidance", 0.0),
+                              reference_guidance=settings.get("reference_guidance", 0.0)))
     return config

@@ -4,7 +4,8 @@
     clip = sample_workdir(..., actions=actions_fa)   # a DiT trained with actions: (F, A), row e behind frame e
 
 The model is rebuilt from the config saved with the newest checkpoint; the first frame becomes the reference
-(conditioning) frame and the reference sampler (Karras sigmas, order 1, CFG) rolls the clip out.
+(conditioning) frame and the reference sampler (Karras sigmas, order 1, CFG; guidance on the reference frame
+where the config's ``sample.reference_guidance`` sets it) rolls the clip out.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def sample_workdir(workdir: str | Path, first_frame: np.ndarray, prompt: str, *,
         model, n, context=jnp.asarray(emb), negative_context=jnp.asarray(negative), cond_latents=latents,
         cond_mask=mask, fps=config.data.fps, steps=steps or sample_cfg.steps,
         guidance=sample_cfg.guidance if guidance is None else guidance,
-        sigma_max=sample_cfg.sigma_max, augment_sigma=sample_cfg.augment_sigma))(noise)
+        sigma_max=sample_cfg.sigma_max, augment_sigma=sample_cfg.augment_sigma,
+        reference_guidance=sample_cfg.get("reference_guidance", 0.0)))(noise)
     pixels = np.asarray(codec.decode(out))[0]
     clip = np.clip((np.moveaxis(pixels, 0, -1) + 1) * 127.5, 0, 255).round().astype(np.uint8)
     return clip, float(config.data.fps)

@@ -49,6 +49,9 @@ def make_loss_fn(model_def: ModelDef, loss_cfg, latent_fn: LatentFn | None = Non
                 key_masks, batch_size=latents.shape[0], num_latent_frames=latents.shape[2],
                 max_ref_frames=loss_cfg.max_ref_frames, start=loss_cfg.ref_start,
                 factor=loss_cfg.get("ref_factor", 4))
+        # clips trained with no reference frame: the null mode of guidance on the reference (sample.reference_guidance)
+        ref_masks = diffusion.drop_reference_frames(jax.random.fold_in(key, 2), ref_masks,
+                                                    loss_cfg.get("ref_dropout", 0.0))
         model = model_def.merge(params, frozen)
         if "actions" in batch:  # dropped clips train the null-action mode (guidance on actions)
             present = diffusion.drop_actions(jax.random.fold_in(key, 1), latents.shape[0],
