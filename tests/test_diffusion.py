@@ -283,6 +283,8 @@ def test_reference_guidance_steers_away_from_the_model_without_its_reference():
     expected = (c_in * sample - t * v).at[:, :, 0].set(cond[:, :, 0])
     np.testing.assert_allclose(guided_fn(params, sample, sigma), expected, rtol=1e-5, atol=1e-5)
     assert float(jnp.abs(guided_fn(params, sample, sigma) - plain).max()) > 1e-2
+    with pytest.raises(ValueError, match="reference_guidance needs reference frames"):
+        make_x0_fn(model, context=ctx, reference_guidance=1.0)
     # through the sampler: g = 0 is the reference sampler, number for number
     noise = jax.random.normal(jax.random.key(2), (1, 16, 3, 2, 2)) * 80
     base, _ = sample_reference(model, noise, steps=4, **kw)

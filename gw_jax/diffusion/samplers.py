@@ -60,6 +60,8 @@ def make_x0_fn(model, *, context, negative_context=None, cond_latents=None, cond
     use_cfg = guidance > 1.0
     if use_cfg and negative_context is None:
         raise ValueError("guidance > 1 needs a negative_context (embed the negative prompt, or '')")
+    if reference_guidance and cond_mask is None:
+        raise ValueError("reference_guidance needs reference frames (cond_latents and cond_mask)")
 
     def velocity(model_params, x, timesteps):
         b = x.shape[0]
@@ -85,7 +87,7 @@ def make_x0_fn(model, *, context, negative_context=None, cond_latents=None, cond
             mask, cond = cond_mask.astype(sample.dtype), cond_latents.astype(sample.dtype)
         # the pipeline feeds cond / c_in, then scales everything by c_in: reference frames enter unchanged
         v = velocity(model_params, *conditioned_model_inputs(sample * c_in, cond, mask, t, augment_sigma))
-        if reference_guidance and cond_mask is not None:
+        if reference_guidance:
             # the sample's reference frames are the reference noised to sigma (x0 is held there every step)
             null = conditioned_model_inputs(sample * c_in, cond, jnp.zeros_like(mask), t, augment_sigma)
             v = v + reference_guidance * (v - velocity(model_params, *null))
