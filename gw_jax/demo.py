@@ -77,7 +77,8 @@ def rollout_from_first_frame(model, latents, text_emb, fps, key, sample_cfg, eta
     def run(noise, latents, text_emb, fps):
         kw = dict(context=text_emb, cond_latents=latents, cond_mask=mask, fps=fps, steps=sample_cfg.steps,
                   guidance=sample_cfg.guidance, sigma_max=sample_cfg.sigma_max, augment_sigma=sample_cfg.augment_sigma,
-                  reference_guidance=sample_cfg.get("reference_guidance", 0.0))
+                  reference_guidance=sample_cfg.get("reference_guidance", 0.0),
+                  reference_guidance_min_sigma=sample_cfg.get("reference_guidance_min_sigma", 0.0))
         out, _ = (sample_ancestral(model, noise, key=step_key, eta=eta, **kw) if eta else
                   sample_reference(model, noise, **kw))
         return out

@@ -7,8 +7,8 @@ IDM's R² on the action-driven rollouts (an IDM workdir trained on 32x32, 9-fram
     python scripts/detail_study.py train RUN OUT '{"detail_weight": 2.0}'      # OUT/train: the retrained DiT
     python scripts/detail_study.py eval RUN WORKDIR IDM NAME '{"action_guidance": 1.5, "steps": 40, "params": "raw"}'
     python scripts/detail_study.py eval RUN WORKDIR - NAME '{"eta": 1.0}'          # the stochastic sampler
-    python scripts/detail_study.py train RUN OUT '{"ref_dropout": 0.1}' && \
-      python scripts/detail_study.py eval RUN OUT/train - NAME '{"reference_guidance": 2.0}'   # guidance on frame 0
+    python scripts/detail_study.py train RUN OUT '{"ref_dropout": 0.1}'     # then guidance on the reference frame:
+    python scripts/detail_study.py eval RUN OUT/train - g '{"reference_guidance_min_sigma": 1}' # and reference_guidance
     python scripts/detail_study.py x0 RUN WORKDIR [actions] [train]   # the cube in the DiT's x0 prediction per sigma
 
 train: QUICK's settings plus the variant (QUICK trains 2500 steps since session 31; the 1500-step rows of
@@ -97,7 +97,8 @@ def main():
     config, setup, state = restore_workdir(workdir)
     sample = config.sample
     sample.steps = variant.get("steps", sample.steps)
-    sample.reference_guidance = variant.get("reference_guidance", sample.get("reference_guidance", 0.0))
+    for name in ("reference_guidance", "reference_guidance_min_sigma"):
+        sample[name] = variant.get(name, sample.get(name, 0.0))
     params = state.ema_params if variant.get("params", "ema") == "ema" else state.params
     base = setup.model_def.merge(params, setup.init_frozen())
     latents = np.asarray(codec.encode(jnp.asarray(test_clips["video"])))

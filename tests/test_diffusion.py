@@ -283,6 +283,10 @@ def test_reference_guidance_steers_away_from_the_model_without_its_reference():
     expected = (c_in * sample - t * v).at[:, :, 0].set(cond[:, :, 0])
     np.testing.assert_allclose(guided_fn(params, sample, sigma), expected, rtol=1e-5, atol=1e-5)
     assert float(jnp.abs(guided_fn(params, sample, sigma) - plain).max()) > 1e-2
+    # a guidance interval: at sigma below reference_guidance_min_sigma the step is the plain one
+    gated_fn, _ = make_x0_fn(model, reference_guidance=2.0, reference_guidance_min_sigma=1.0, **kw)
+    np.testing.assert_allclose(gated_fn(params, sample, sigma), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(gated_fn(params, sample, 0.5), plain_fn(params, sample, 0.5))
     with pytest.raises(ValueError, match="reference_guidance needs reference frames"):
         make_x0_fn(model, context=ctx, reference_guidance=1.0)
     # through the sampler: g = 0 is the reference sampler, number for number

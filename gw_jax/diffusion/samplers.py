@@ -47,14 +47,16 @@ def _as_pure(model) -> tuple[Callable, object]:
 
 
 def make_x0_fn(model, *, context, negative_context=None, cond_latents=None, cond_mask=None, fps=16.0,
-               guidance: float = 1.0, augment_sigma: float = 0.001, reference_guidance: float = 0.0):
+               guidance: float = 1.0, augment_sigma: float = 0.001, reference_guidance: float = 0.0,
+               reference_guidance_min_sigma: float = 0.0):
     """The reference pipeline's guided, conditioned x0 prediction ``x0_fn(params, sample, sigma)``.
 
     Returns (x0_fn, params). Classifier-free guidance runs only when guidance > 1 (as the pipeline);
     ``cond_mask`` (1 or B, 1, T, 1, 1) marks ``cond_latents`` frames (None: unconditioned).
     ``reference_guidance`` g > 0 (a gw_jax option, not the release's): the model runs a second time with no
     reference frame, the sample's own (noisy) frames in their place, and v + g (v - v_null) is used: guidance
-    on the reference frame, for a DiT trained with ``loss.ref_dropout``.
+    on the reference frame, for a DiT trained with ``loss.ref_dropout``; only at sigma >=
+    ``reference_guidance_min_sigma`` (a guidance interval: the scene is laid out at high sigma, details at low).
     """
     apply, params = _as_pure(model)
     use_cfg = guidance > 1.0
@@ -88,9 +90,13 @@ def make_x0_fn(model, *, context, negative_context=None, cond_latents=None, cond
         # the pipeline feeds cond / c_in, then scales everything by c_in: reference frames enter unchanged
         v = velocity(model_params, *conditioned_model_inputs(sample * c_in, cond, mask, t, augment_sigma))
         if reference_guidance:
-            # the sample's reference frames are the reference noised to sigma (x0 is held there every step)
-            null = conditioned_model_inputs(sample * c_in, cond, jnp.zeros_like(mask), t, augment_sigma)
-            v = v + reference_guidance * (v - velocity(model_params, *null))
+            def guided(v):
+                # the sample's reference frames are the reference noised to sigma (x0 is held there every step)
+                null = conditioned_model_inputs(sample * c_in, cond, jnp.zeros_like(mask), t, augment_sigma)
+                return v + reference_guidance * (v - velocity(model_params, *null))
+
+            v = (jax.lax.cond(sigma >= reference_guidance_min_sigma, guided, lambda v: v, v)
+                 if reference_guidance_min_sigma else guided(v))
         x0 = c_in * sample - t * v
         return mask * cond + (1.0 - mask) * x0
 
@@ -143,12 +149,13 @@ def _run_edm(x0_fn, params, init_latents, sigmas, order: int):
 def sample_reference(model, init_latents, *, context, negative_context=None, cond_latents=None, cond_mask=None,
                      fps=16.0, steps: int = 30, guidance: float = 7.0, sigma_max: float = 80.0,
                      augment_sigma: float = 0.001, sigma_min: float = 0.002, rho: float = 7.0,
-                     reference_guidance: float = 0.0):
+                     reference_guidance: float = 0.0, reference_guidance_min_sigma: float = 0.0):
     """The release's sampling loop. ``init_latents`` are N(0,1) * sigma_max. Returns (final, trajectory)
     with trajectory[i] the latents after step i."""
     x0_fn, params = make_x0_fn(model, context=context, negative_context=negative_context,
                                cond_latents=cond_latents, cond_mask=cond_mask, fps=fps, guidance=guidance,
-                               augment_sigma=augment_sigma, reference_guidance=reference_guidance)
+                               augment_sigma=augment_sigma, reference_guidance=reference_guidance,
+                               reference_guidance_min_sigma=reference_guidance_min_sigma)
     final, trajectory = _run_edm(x0_fn, params, init_latents, karras_sigmas(steps, sigma_min, sigma_max, rho),
                                  order=1)
     return _reimpose(final, cond_latents, cond_mask), trajectory

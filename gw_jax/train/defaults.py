@@ -70,6 +70,7 @@ def base_config() -> ml_collections.ConfigDict:
         steps=30, guidance=7.0, sigma_max=80.0, augment_sigma=0.001, negative_prompt="",
         action_guidance=0.0,  # > 0: classifier-free guidance on actions (a DiT with model.action_dim, given actions)
         reference_guidance=0.0,  # > 0: guidance on the reference frame (a DiT trained with loss.ref_dropout)
+        reference_guidance_min_sigma=0.0,  # ... applied only at sigma >= this (0: every step)
     ))
     c.multihost = ml_collections.ConfigDict(dict(
         coordinator_address="", num_processes=1, process_id=0,  # empty: single host or auto-detect
@@ -146,5 +147,6 @@ def demo_config(settings: dict, codec_path: str = "") -> ml_collections.ConfigDi
                              log_every=10, checkpoint_every=settings["steps"], async_checkpoint=False))
     config.sample.update(dict(steps=settings["sample_steps"], guidance=1.0, sigma_max=settings["sigma_max"],
                               action_guidance=settings.get("action_guidance", 0.0),
-                              reference_guidance=settings.get("reference_guidance", 0.0)))
+                              reference_guidance=settings.get("reference_guidance", 0.0),
+                              reference_guidance_min_sigma=settings.get("reference_guidance_min_sigma", 0.0)))
     return config
