@@ -97,8 +97,8 @@ def main():
     config, setup, state = restore_workdir(workdir)
     sample = config.sample
     sample.steps = variant.get("steps", sample.steps)
-    for name in ("reference_guidance", "reference_guidance_min_sigma"):
-        sample[name] = variant.get(name, sample.get(name, 0.0))
+    for option in ("reference_guidance", "reference_guidance_min_sigma"):
+        sample[option] = variant.get(option, sample.get(option, 0.0))
     params = state.ema_params if variant.get("params", "ema") == "ema" else state.params
     base = setup.model_def.merge(params, setup.init_frozen())
     latents = np.asarray(codec.encode(jnp.asarray(test_clips["video"])))

@@ -324,3 +324,13 @@ def test_reference_dropout_drops_whole_clips_references_and_reaches_the_loss():
     given, none = loss(params, batch["ref_mask"], 0.0), loss(params, jnp.zeros((2, 3)), 0.0)
     assert abs(float(given) - float(none)) > 1e-4
     np.testing.assert_allclose(loss(params, batch["ref_mask"], 1.0), none, rtol=1e-6)
+
+    # the DiT (an nnx module, rebuilt inside the sampler's scan) guided on its reference frame in a sigma interval
+    mask = jnp.array([1.0, 0.0, 0.0]).reshape(1, 1, 3, 1, 1)
+    sample = jax.jit(lambda g, min_sigma: sample_reference(
+        dit, jax.random.normal(jax.random.key(6), (2, 4, 3, 4, 4)) * 80.0, context=batch["text_emb"],
+        cond_latents=batch["latents"], cond_mask=mask, fps=8.0, steps=4, guidance=1.0, reference_guidance=g,
+        reference_guidance_min_sigma=min_sigma)[0], static_argnums=(0, 1))
+    plain = sample(0.0, 0.0)
+    np.testing.assert_allclose(sample(1.0, 1e9), plain, rtol=1e-6, atol=1e-6)  # never at or above 1e9
+    assert float(jnp.abs(sample(1.0, 1.0) - plain).max()) > 1e-3

@@ -90,13 +90,14 @@ def make_x0_fn(model, *, context, negative_context=None, cond_latents=None, cond
         # the pipeline feeds cond / c_in, then scales everything by c_in: reference frames enter unchanged
         v = velocity(model_params, *conditioned_model_inputs(sample * c_in, cond, mask, t, augment_sigma))
         if reference_guidance:
-            def guided(v):
+            def guided(model_params, v):
                 # the sample's reference frames are the reference noised to sigma (x0 is held there every step)
                 null = conditioned_model_inputs(sample * c_in, cond, jnp.zeros_like(mask), t, augment_sigma)
                 return v + reference_guidance * (v - velocity(model_params, *null))
 
-            v = (jax.lax.cond(sigma >= reference_guidance_min_sigma, guided, lambda v: v, v)
-                 if reference_guidance_min_sigma else guided(v))
+            # the params go in as cond operands: nnx modules rebuilt inside from outer-level tracers are refused
+            v = (jax.lax.cond(sigma >= reference_guidance_min_sigma, guided, lambda _, v: v, model_params, v)
+                 if reference_guidance_min_sigma else guided(model_params, v))
         x0 = c_in * sample - t * v
         return mask * cond + (1.0 - mask) * x0
 
