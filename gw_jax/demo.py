@@ -352,7 +352,9 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
         text_encoder=text.name,
         sampler=(f"reference (Karras, order 1), {settings['sample_steps']} steps, sigma_max {settings['sigma_max']}, "
                  f"{settings['sample_params']} weights, guidance on the reference frame "
-                 f"{settings.get('reference_guidance', 0.0)} (trained without it: {settings.get('ref_dropout', 0.0)})"),
+                 f"{settings.get('reference_guidance', 0.0)} at sigma >= "
+                 f"{settings.get('reference_guidance_min_sigma', 0.0)} (trained without it: "
+                 f"{settings.get('ref_dropout', 0.0)})"),
         training_sigma=f"log sigma ~ N({settings['p_mean']}, {settings['p_std']})",
         actions=(dict(action_dim=settings["action_dim"], dropout=settings["action_dropout"],
                       source=f"latent actions (LAM {lam_workdir})" if lam_workdir else "simulator commands",

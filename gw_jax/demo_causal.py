@@ -53,7 +53,7 @@ from gw_jax.video_metrics import psnr, ssim
 # content, and its window sampler takes no guidance on them
 CAUSAL = dict(QUICK, train_episodes=32, sim_frames=65, stride=2, heldout_episodes=16, window=8, max_ref_latents=8,
               steps=2000, concat_reference=False, reference_skip=False, cube_weight=0.0, ref_dropout=0.0,
-              reference_guidance=0.0)
+              reference_guidance=0.0, reference_guidance_min_sigma=0.0)
 
 
 def episode_latents(codec, directory: Path, episodes, chunk: int = 8) -> np.ndarray:
