@@ -38,7 +38,7 @@ from gw_jax.data.rollouts import ROLLOUTS_FILE, save_rollouts
 from gw_jax.data.transforms import clip_actions, sample_frame_indices
 from gw_jax.data.video import to_uint8, write_video
 from gw_jax.demo_steps import cpu_seconds, run_accounting, simulate_episodes, train_demo_codec
-from gw_jax.diffusion import sample_ancestral, sample_reference, with_actions
+from gw_jax.diffusion import reference_guidance_options, sample_ancestral, sample_reference, with_actions
 from gw_jax.geometry.camera import project
 from gw_jax.lam.pipeline import episode_latent_actions
 from gw_jax.lam.pipeline import load as load_lam
@@ -77,8 +77,7 @@ def rollout_from_first_frame(model, latents, text_emb, fps, key, sample_cfg, eta
     def run(noise, latents, text_emb, fps):
         kw = dict(context=text_emb, cond_latents=latents, cond_mask=mask, fps=fps, steps=sample_cfg.steps,
                   guidance=sample_cfg.guidance, sigma_max=sample_cfg.sigma_max, augment_sigma=sample_cfg.augment_sigma,
-                  reference_guidance=sample_cfg.get("reference_guidance", 0.0),
-                  reference_guidance_min_sigma=sample_cfg.get("reference_guidance_min_sigma", 0.0))
+                  **reference_guidance_options(sample_cfg))
         out, _ = (sample_ancestral(model, noise, key=step_key, eta=eta, **kw) if eta else
                   sample_reference(model, noise, **kw))
         return out
@@ -143,19 +142,21 @@ def cube_pixels(directory: Path, episodes, clip_frames: int, size: int) -> np.nd
     return np.clip(np.stack(centres), 1, size - 2)
 
 
-def cube_cell_weights(centres: np.ndarray, grid: int, cell: int, strength: float) -> np.ndarray:
+def cube_cell_weights(centres: np.ndarray, grid: int, cell: int, strength: float, origin: bool = False) -> np.ndarray:
     """(B, 1, T, grid, grid) loss weights of the latent cells, mean 1 per clip: 1 + ``strength`` on the cells
     (``cell`` x ``cell`` pixels each) that the 3x3 pixels around the cube's centre (``cube_pixels``) touch, so the
-    DiT's loss counts the cube's few pixels more. The simulator knows where the cube is; real robot data would
-    need a segmenter (or ``loss.detail_weight``, which needs nothing)."""
+    DiT's loss counts the cube's few pixels more; ``origin``: also around the first frame's centre in every frame,
+    so that a cube left behind where the gripper took it from costs as much as a missing one. The simulator knows
+    where the cube is; real robot data would need a segmenter (or ``loss.detail_weight``, which needs nothing)."""
     b, t = centres.shape[:2]
     weights = np.ones((b, 1, t, grid, grid), np.float32)
+    places = [centres] + [np.repeat(centres[:, :1], t, axis=1)] * origin
     for i in range(b):
         for f in range(t):
-            r, c = centres[i, f]
-            rows = slice(max(r - 1, 0) // cell, min(r + 1, grid * cell - 1) // cell + 1)
-            cols = slice(max(c - 1, 0) // cell, min(c + 1, grid * cell - 1) // cell + 1)
-            weights[i, 0, f, rows, cols] = 1.0 + strength
+            for r, c in (place[i, f] for place in places):
+                rows = slice(max(r - 1, 0) // cell, min(r + 1, grid * cell - 1) // cell + 1)
+                cols = slice(max(c - 1, 0) // cell, min(c + 1, grid * cell - 1) // cell + 1)
+                weights[i, 0, f, rows, cols] = 1.0 + strength
     return weights / weights.mean(axis=(1, 2, 3, 4), keepdims=True)
 
 
@@ -198,6 +199,19 @@ def cube_visible(video: np.ndarray, centres: np.ndarray) -> np.ndarray:
     window."""
     return np.stack([np.min(np.linalg.norm(blocks - cube, axis=-1), axis=-1) < 0.5 * np.linalg.norm(cube - table)
                      for table, cube, blocks in _cube_blocks(video, centres)])
+
+
+def cube_moved(video: np.ndarray, centres: np.ndarray, min_shift: float = 2.0) -> tuple[float, float, int]:
+    """(at its place, left behind, frames): over the frames of ``video`` where the simulator has moved the cube
+    more than ``min_shift`` pixels from its first-frame centre (picked up or pushed), the share in which
+    :func:`cube_visible` finds it at its centre there, the share in which it finds it still at the first frame's
+    centre (a world model that treats the cube as scenery), and how many such frames there are."""
+    start_btc = np.repeat(centres[:, :1], centres.shape[1], axis=1)
+    moved_bt = np.linalg.norm(centres - start_btc, axis=-1) > min_shift
+    if not moved_bt.any():
+        return float("nan"), float("nan"), 0
+    return (float(cube_visible(video, centres)[moved_bt].mean()),
+            float(cube_visible(video, start_btc)[moved_bt].mean()), int(moved_bt.sum()))
 
 
 def cube_contrast(video: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -330,6 +344,8 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
         visible = cube_visible(video, centres)[:, 1:]
         scores[f"cube_visible_{name}"] = float(visible.mean())
         scores[f"cube_visible_{name}_per_frame"] = [round(float(v), 3) for v in visible.mean(axis=0)]
+        scores[f"cube_moved_at_place_{name}"], scores[f"cube_left_behind_{name}"], scores["cube_moved_frames"] = (
+            cube_moved(video, centres))
     codec_psnr = score(truth, {"codec": codec_video}, feature_net)["psnr_codec"]
     losses = read_metrics(out / "train")
     write_results(out, truth, rollouts["untrained"], rollouts["trained"], test_clips["prompts"], losses,
@@ -398,6 +414,13 @@ def run(args) -> int:
     action = f", action {report['cube_visible_action']:.2f}" if "cube_visible_action" in report else ""
     print(f"  cube visible (share of generated frames): trained {report['cube_visible_trained']:.2f}{action}  (codec "
           f"{report['cube_visible_codec']:.2f}, copy first frame {report['cube_visible_copy_first_frame']:.2f})")
+    at_place, behind = ((f", action {report['cube_moved_at_place_action']:.2f}",
+                         f", action {report['cube_left_behind_action']:.2f}") if "cube_visible_action" in report else
+                        ("", ""))
+    print(f"  the moved cube ({report['cube_moved_frames']} generated frames where the simulator moved it): at its "
+          f"place trained {report['cube_moved_at_place_trained']:.2f}{at_place} (codec "
+          f"{report['cube_moved_at_place_codec']:.2f}); left where it was trained "
+          f"{report['cube_left_behind_trained']:.2f}{behind}")
     if "psnr_action" in report:
         print(f"driven by the episode's actions: PSNR {report['psnr_action']:.2f} dB, SSIM {report['ssim_action']:.3f}"
               f"  (another episode's actions: PSNR {report['psnr_action_swapped']:.2f} dB, "

@@ -44,7 +44,7 @@ from gw_jax.diffusion import sample_autoregressive
 from gw_jax.models.text_hash import HashTextEncoder
 from gw_jax.storage import local_args
 from gw_jax.train.data import ArrayBatches
-from gw_jax.train.defaults import QUICK, demo_config
+from gw_jax.train.defaults import QUICK, REFERENCE_GUIDANCE_OFF, demo_config
 from gw_jax.train.loop import train
 from gw_jax.video_metrics import psnr, ssim
 
@@ -52,8 +52,7 @@ from gw_jax.video_metrics import psnr, ssim
 # there. Not the quick demo's reference options (issue 16): with up to 8 reference latents their mean is no frame's
 # content, and its window sampler takes no guidance on them
 CAUSAL = dict(QUICK, train_episodes=32, sim_frames=65, stride=2, heldout_episodes=16, window=8, max_ref_latents=8,
-              steps=2000, concat_reference=False, reference_skip=False, cube_weight=0.0, ref_dropout=0.0,
-              reference_guidance=0.0, reference_guidance_min_sigma=0.0)
+              steps=2000, concat_reference=False, reference_skip=False, cube_weight=0.0, **REFERENCE_GUIDANCE_OFF)
 
 
 def episode_latents(codec, directory: Path, episodes, chunk: int = 8) -> np.ndarray:

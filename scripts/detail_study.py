@@ -15,7 +15,8 @@ train: QUICK's settings plus the variant (QUICK trains 2500 steps since session 
 docs/demo.md's earlier sections pass "steps": 1500).
 IDM "-": no IDM (no R²). Results append to results.jsonl next to WORKDIR; NAME.png: 3 held-out clips, rows truth /
 image + text / action-driven; NAME.npz: the videos (rollouts.npz's names); cube_visible_*: the share of generated
-frames whose cube `gw_jax.demo.cube_visible` finds (per frame in *_frames).
+frames whose cube `gw_jax.demo.cube_visible` finds (per frame in *_frames); cube_moved_at_place_* /
+cube_left_behind_*: `gw_jax.demo.cube_moved` (where the simulator moved the cube: drawn there / left where it was).
 """
 import json
 import sys
@@ -82,7 +83,8 @@ def main():
             centres = demo.cube_pixels(run / "episodes" / "train", train_clips["episodes"], settings["clip_frames"],
                                        settings["size"] // CODEC_POOL)
             arrays["loss_weights"] = demo.cube_cell_weights(centres, arrays["latents"].shape[-1], CODEC_FOLD,
-                                                            settings["cube_weight"])
+                                                            settings["cube_weight"],
+                                                            origin=settings.get("cube_weight_origin", False))
         t = time.time()
         train(config, out / "train", batches=ArrayBatches(arrays, settings["batch_size"], seed=seed), progress=False)
         print(json.dumps(dict(out=str(out), variant=variant, train_s=round(time.time() - t, 1))))
@@ -125,6 +127,7 @@ def main():
         res[f"cube_visible_{k}_frames"] = [round(float(x), 3) for x in visible.mean(0)]
         contrast = np.median(demo.cube_contrast(v, centres)[:, 1:], axis=0)
         res[f"cube_contrast_{k}_frames"] = [[round(float(x), 2) for x in frame] for frame in contrast]
+        res[f"cube_moved_at_place_{k}"], res[f"cube_left_behind_{k}"], _ = demo.cube_moved(v, centres)
     np.savez_compressed(workdir.parent / f"{name}.npz",
                         **{f"video_{k}": v for k, v in dict(truth=truth, **videos).items()})
     if str(idm_dir) == "-":  # no IDM: skip the joints' R²

@@ -99,6 +99,22 @@ def test_cube_contrast_measures_faint_and_off_colour_cubes():
     np.testing.assert_allclose(cube_contrast(video, centres)[0, 1:, 0], 0.0, atol=1e-6)
 
 
+def test_cube_moved_tells_a_carried_cube_from_one_left_behind():
+    from gw_jax.demo import cube_moved
+
+    video, centres = _scene(frames=4)  # shifted 0, 2, 4, 6 pixels: frames 2 and 3 count as moved
+    assert cube_moved(video, centres) == (1.0, 0.0, 2)
+    left = video.copy()
+    left[0, 2:] = video[0, 0]  # the cube stays where it was
+    assert cube_moved(left, centres) == (0.0, 1.0, 2)
+    both = video.copy()
+    both[0, 2:, 8:10, 4:6] = (180, 35, 30)  # drawn at the gripper and left behind as well
+    assert cube_moved(both, centres) == (1.0, 1.0, 2)
+    at_rest = np.repeat(centres[:, :1], 4, axis=1)
+    at_place, left_behind, frames = cube_moved(video, at_rest)
+    assert frames == 0 and np.isnan(at_place) and np.isnan(left_behind)
+
+
 def test_cube_pixels_project_the_simulators_cube(tmp_path):
     from gw_jax.demo import cube_pixels
 

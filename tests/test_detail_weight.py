@@ -129,3 +129,10 @@ def test_cube_cell_weights_mark_the_cells_under_the_cube():
     assert np.argwhere(high[0, 0, 1]).tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
     assert np.argwhere(high[0, 0, 2]).tolist() == [[7, 7]]
     np.testing.assert_allclose(w[high] / w.min(), 9.0, rtol=1e-6)
+    # origin: the first frame's cells weigh in every frame too (a cube left behind there costs)
+    w = cube_cell_weights(np.array([[[5, 5], [4, 4], [30, 30]]]), grid=8, cell=4, strength=8.0, origin=True)
+    high = w > w.min() * 1.5
+    assert np.argwhere(high[0, 0, 0]).tolist() == [[1, 1]]
+    assert np.argwhere(high[0, 0, 1]).tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    assert np.argwhere(high[0, 0, 2]).tolist() == [[1, 1], [7, 7]]
+    np.testing.assert_allclose(w.mean(), 1.0, rtol=1e-6)

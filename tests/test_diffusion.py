@@ -295,6 +295,21 @@ def test_reference_guidance_steers_away_from_the_model_without_its_reference():
     np.testing.assert_array_equal(sample_reference(model, noise, steps=4, reference_guidance=0.0, **kw)[0], base)
 
 
+def test_reference_guidance_options_read_the_sample_config_and_default_off():
+    import ml_collections
+
+    from gw_jax.diffusion import reference_guidance_options
+    from gw_jax.train.defaults import QUICK, demo_config
+
+    options = reference_guidance_options(demo_config(dict(QUICK, codec="pixel")).sample)
+    assert options == dict(reference_guidance=QUICK["reference_guidance"],
+                           reference_guidance_min_sigma=QUICK["reference_guidance_min_sigma"])
+    assert QUICK["reference_guidance"] > 0  # the quick demo samples with it
+    # a sample section saved before the option existed: off
+    old = ml_collections.ConfigDict(dict(steps=20, guidance=1.0))
+    assert reference_guidance_options(old) == dict(reference_guidance=0.0, reference_guidance_min_sigma=0.0)
+
+
 def test_reference_dropout_drops_whole_clips_references_and_reaches_the_loss():
     masks = jnp.broadcast_to(jnp.array([1.0, 0.0, 0.0]).reshape(1, 1, 3, 1, 1), (10000, 1, 3, 1, 1))
     assert drop_reference_frames(jax.random.key(0), masks, 0.0) is masks

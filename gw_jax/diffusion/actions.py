@@ -19,12 +19,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gw_jax.diffusion.masks import keep_flags
 from gw_jax.models.action_embed import chunk_actions
 
 
 def drop_actions(key: jax.Array, batch_size: int, rate: float) -> jax.Array:
     """(B,) present flags: each clip's actions dropped (0) with probability ``rate``, for guidance on actions."""
-    return (jax.random.uniform(key, (batch_size,)) >= rate).astype(jnp.float32)
+    return keep_flags(key, batch_size, rate)
 
 
 def _tile(value, batch_size: int):

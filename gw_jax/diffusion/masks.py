@@ -61,11 +61,17 @@ def latent_ref_masks_from_frames(frame_masks, num_latent_frames: int) -> jax.Arr
     return jnp.asarray(frame_masks, jnp.float32)[:, ::factor][:, None, :, None, None]
 
 
+def keep_flags(key: jax.Array, batch_size: int, rate: float) -> jax.Array:
+    """(B,) float flags, each clip's conditioning dropped (0) with probability ``rate``: the null mode that
+    classifier-free guidance steers away from (actions, reference frames)."""
+    return (jax.random.uniform(key, (batch_size,)) >= rate).astype(jnp.float32)
+
+
 def drop_reference_frames(key, latent_masks, rate: float) -> jax.Array:
     """``latent_masks`` (B, 1, T, 1, 1) with each clip's reference frames all dropped (every frame noised) with
     probability ``rate``: the unconditioned mode that guidance on the reference frame (``make_x0_fn``'s
     ``reference_guidance``) steers away from."""
     if not rate:
         return latent_masks
-    keep = (jax.random.uniform(key, (latent_masks.shape[0],)) >= rate).astype(latent_masks.dtype)
-    return latent_masks * keep[:, None, None, None, None]
+    keep_b = keep_flags(key, latent_masks.shape[0], rate).astype(latent_masks.dtype)
+    return latent_masks * keep_b[:, None, None, None, None]

@@ -38,6 +38,13 @@ def karras_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0,
     return jnp.concatenate([sigmas, jnp.array([final], jnp.float32)])
 
 
+def reference_guidance_options(sample_cfg) -> dict:
+    """The sampler keywords for guidance on the reference frame from a ``sample`` config section (0 = off;
+    workdirs saved before the option have neither key)."""
+    return {name: float(sample_cfg.get(name, 0.0))
+            for name in ("reference_guidance", "reference_guidance_min_sigma")}
+
+
 def _as_pure(model) -> tuple[Callable, object]:
     """(apply(params, *args), params): nnx modules are split so scans carry pure arrays."""
     if isinstance(model, nnx.Module):

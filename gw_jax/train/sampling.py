@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gw_jax.diffusion import sample_reference, with_actions
+from gw_jax.diffusion import reference_guidance_options, sample_reference, with_actions
 from gw_jax.data.transforms import normalise_actions
 from gw_jax.diffusion.generate import resize_and_crop
 from gw_jax.errors import UserInputError
@@ -71,8 +71,7 @@ def sample_workdir(workdir: str | Path, first_frame: np.ndarray, prompt: str, *,
         cond_mask=mask, fps=config.data.fps, steps=steps or sample_cfg.steps,
         guidance=sample_cfg.guidance if guidance is None else guidance,
         sigma_max=sample_cfg.sigma_max, augment_sigma=sample_cfg.augment_sigma,
-        reference_guidance=sample_cfg.get("reference_guidance", 0.0),
-        reference_guidance_min_sigma=sample_cfg.get("reference_guidance_min_sigma", 0.0)))(noise)
+        **reference_guidance_options(sample_cfg)))(noise)
     pixels = np.asarray(codec.decode(out))[0]
     clip = np.clip((np.moveaxis(pixels, 0, -1) + 1) * 127.5, 0, 255).round().astype(np.uint8)
     return clip, float(config.data.fps)
