@@ -150,7 +150,9 @@ def cube_cell_weights(centres: np.ndarray, grid: int, cell: int, strength: float
     where the cube is; real robot data would need a segmenter (or ``loss.detail_weight``, which needs nothing)."""
     b, t = centres.shape[:2]
     weights = np.ones((b, 1, t, grid, grid), np.float32)
-    places = [centres] + [np.repeat(centres[:, :1], t, axis=1)] * origin
+    places = [centres]
+    if origin:
+        places.append(np.repeat(centres[:, :1], t, axis=1))
     for i in range(b):
         for f in range(t):
             for r, c in (place[i, f] for place in places):
@@ -201,15 +203,17 @@ def cube_visible(video: np.ndarray, centres: np.ndarray) -> np.ndarray:
                      for table, cube, blocks in _cube_blocks(video, centres)])
 
 
-def cube_moved(video: np.ndarray, centres: np.ndarray, min_shift: float = 2.0) -> tuple[float, float, int]:
+def cube_moved(video: np.ndarray, centres: np.ndarray,
+               min_shift: float = 2.0) -> tuple[float | None, float | None, int]:
     """(at its place, left behind, frames): over the frames of ``video`` where the simulator has moved the cube
     more than ``min_shift`` pixels from its first-frame centre (picked up or pushed), the share in which
     :func:`cube_visible` finds it at its centre there, the share in which it finds it still at the first frame's
-    centre (a world model that treats the cube as scenery), and how many such frames there are."""
+    centre (a world model that treats the cube as scenery), and how many such frames there are. No such frame:
+    (None, None, 0), which report.json writes as null (strict JSON has no NaN)."""
     start_btc = np.repeat(centres[:, :1], centres.shape[1], axis=1)
     moved_bt = np.linalg.norm(centres - start_btc, axis=-1) > min_shift
     if not moved_bt.any():
-        return float("nan"), float("nan"), 0
+        return None, None, 0
     return (float(cube_visible(video, centres)[moved_bt].mean()),
             float(cube_visible(video, start_btc)[moved_bt].mean()), int(moved_bt.sum()))
 
@@ -344,8 +348,9 @@ def run_demo(out: str | Path, *, quick: bool = True, seed: int = 0, steps: int |
         visible = cube_visible(video, centres)[:, 1:]
         scores[f"cube_visible_{name}"] = float(visible.mean())
         scores[f"cube_visible_{name}_per_frame"] = [round(float(v), 3) for v in visible.mean(axis=0)]
-        scores[f"cube_moved_at_place_{name}"], scores[f"cube_left_behind_{name}"], scores["cube_moved_frames"] = (
-            cube_moved(video, centres))
+        scores[f"cube_moved_at_place_{name}"], scores[f"cube_left_behind_{name}"], moved_frames = cube_moved(
+            video, centres)
+    scores["cube_moved_frames"] = moved_frames  # the same frames for every video: the simulator's cube
     codec_psnr = score(truth, {"codec": codec_video}, feature_net)["psnr_codec"]
     losses = read_metrics(out / "train")
     write_results(out, truth, rollouts["untrained"], rollouts["trained"], test_clips["prompts"], losses,
@@ -414,13 +419,16 @@ def run(args) -> int:
     action = f", action {report['cube_visible_action']:.2f}" if "cube_visible_action" in report else ""
     print(f"  cube visible (share of generated frames): trained {report['cube_visible_trained']:.2f}{action}  (codec "
           f"{report['cube_visible_codec']:.2f}, copy first frame {report['cube_visible_copy_first_frame']:.2f})")
-    at_place, behind = ((f", action {report['cube_moved_at_place_action']:.2f}",
-                         f", action {report['cube_left_behind_action']:.2f}") if "cube_visible_action" in report else
-                        ("", ""))
-    print(f"  the moved cube ({report['cube_moved_frames']} generated frames where the simulator moved it): at its "
-          f"place trained {report['cube_moved_at_place_trained']:.2f}{at_place} (codec "
-          f"{report['cube_moved_at_place_codec']:.2f}); left where it was trained "
-          f"{report['cube_left_behind_trained']:.2f}{behind}")
+    if report["cube_moved_frames"]:
+        at_place, behind = ((f", action {report['cube_moved_at_place_action']:.2f}",
+                             f", action {report['cube_left_behind_action']:.2f}") if "cube_visible_action" in report
+                            else ("", ""))
+        print(f"  the moved cube ({report['cube_moved_frames']} generated frames where the simulator moved it): at "
+              f"its place trained {report['cube_moved_at_place_trained']:.2f}{at_place} (codec "
+              f"{report['cube_moved_at_place_codec']:.2f}); left where it was trained "
+              f"{report['cube_left_behind_trained']:.2f}{behind}")
+    else:
+        print("  the moved cube: the simulator moved no held-out cube in these clips")
     if "psnr_action" in report:
         print(f"driven by the episode's actions: PSNR {report['psnr_action']:.2f} dB, SSIM {report['ssim_action']:.3f}"
               f"  (another episode's actions: PSNR {report['psnr_action_swapped']:.2f} dB, "

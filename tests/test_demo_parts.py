@@ -112,8 +112,34 @@ def test_cube_moved_tells_a_carried_cube_from_one_left_behind():
     assert cube_moved(both, centres) == (1.0, 1.0, 2)
     at_rest = np.repeat(centres[:, :1], 4, axis=1)
     at_place, left_behind, frames = cube_moved(video, at_rest)
-    assert frames == 0 and np.isnan(at_place) and np.isnan(left_behind)
+    assert (at_place, left_behind, frames) == (None, None, 0)  # null in report.json, not NaN
 
+
+
+@pytest.mark.parametrize("moved_frames", [0, 51])
+def test_demo_summary_prints_the_moved_cube_or_says_none_moved(monkeypatch, capsys, tmp_path, moved_frames):
+    import argparse
+    import json
+
+    from gw_jax import demo
+    from gw_jax.demo import cube_moved
+
+    video, centres = _scene(frames=4)
+    share = cube_moved(video, centres if moved_frames else np.repeat(centres[:, :1], 4, axis=1))[0]
+    names = ("trained", "untrained", "copy_first_frame", "codec")
+    report = dict(heldout_episodes=16, total_s=1.0, cpu_s=1.0, cube_moved_frames=moved_frames,
+                  **{f"{metric}_{name}": 0.5 for metric in ("psnr", "ssim", "fvd", "cube_visible") for name in names},
+                  **{f"cube_{kind}_{name}": share for kind in ("moved_at_place", "left_behind") for name in names})
+    json.dumps(report, allow_nan=False)  # report.json stays strict JSON either way
+    monkeypatch.setattr(demo, "run_demo", lambda *args, **kwargs: report)
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    assert demo.run(parser.parse_args(["--out", str(tmp_path)])) == 0
+    printed = capsys.readouterr().out
+    if moved_frames:
+        assert "the moved cube (51 generated frames where the simulator moved it): at its place trained 1.00" in printed
+    else:
+        assert "the simulator moved no held-out cube" in printed
 
 def test_cube_pixels_project_the_simulators_cube(tmp_path):
     from gw_jax.demo import cube_pixels
