@@ -115,7 +115,6 @@ def test_cube_moved_tells_a_carried_cube_from_one_left_behind():
     assert (at_place, left_behind, frames) == (None, None, 0)  # null in report.json, not NaN
 
 
-
 @pytest.mark.parametrize("moved_frames", [0, 51])
 def test_demo_summary_prints_the_moved_cube_or_says_none_moved(monkeypatch, capsys, tmp_path, moved_frames):
     import argparse
@@ -140,6 +139,7 @@ def test_demo_summary_prints_the_moved_cube_or_says_none_moved(monkeypatch, caps
         assert "the moved cube (51 generated frames where the simulator moved it): at its place trained 1.00" in printed
     else:
         assert "the simulator moved no held-out cube" in printed
+
 
 def test_cube_pixels_project_the_simulators_cube(tmp_path):
     from gw_jax.demo import cube_pixels
