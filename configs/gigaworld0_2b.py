@@ -20,7 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
         crossattn_emb_channels=1024, adaln_lora_dim=256,
         # no recomputation: fits v5p-64 (28.5 of 95 GiB per chip) and v5e-256 (11.9 of 16) since the norms and
         # GELU are recomputed in the backward; an estimated ~21% shorter step than "full" (roofline, docs/scale.md)
-        scan_blocks=True, remat_policy="none", dtype="bfloat16", param_dtype="float32",
+        scan_blocks="auto", remat_policy="none", dtype="bfloat16", param_dtype="float32",
         attention_impl="auto",  # splash on TPU, cudnn on GPU, exact xla on CPU (gw_jax.models.attention)
     ))
     config.data.update(dict(num_frames=61, height=480, width=640, fps=16.0))

@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
         model_channels=64, num_blocks=2, num_heads=4,
         crossattn_emb_channels=384, adaln_lora_dim=16,
         # gw_jax options (not in the reference config)
-        scan_blocks=True, remat_policy="none", dtype="float32", param_dtype="float32",
+        scan_blocks="auto", remat_policy="none", dtype="float32", param_dtype="float32",
         attention_impl="xla",
     ))
     config.vae.update(dict(base_dim=8, dim_mult=(1, 2, 2, 2)))

@@ -403,6 +403,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the simulator's commands")
 
 
+def _trained_action(report: dict, score: str) -> str:
+    """'trained 0.62, action 0.64': the score of the image + text rollouts, and of the action-driven ones if run."""
+    action = f", action {report[score + '_action']:.2f}" if score + "_action" in report else ""
+    return f"trained {report[score + '_trained']:.2f}{action}"
+
+
 def run(args) -> int:
     local_args(args, dict(out="--out", lam_workdir="--lam-workdir"), command="demo")
     if args.lam_workdir is not None:
@@ -416,17 +422,13 @@ def run(args) -> int:
           f"(copy first frame {report['ssim_copy_first_frame']:.3f})")
     print(f"  FVD   trained {report['fvd_trained']:.1f}     untrained {report['fvd_untrained']:.1f}  "
           f"(copy first frame {report['fvd_copy_first_frame']:.1f})")
-    action = f", action {report['cube_visible_action']:.2f}" if "cube_visible_action" in report else ""
-    print(f"  cube visible (share of generated frames): trained {report['cube_visible_trained']:.2f}{action}  (codec "
+    print(f"  cube visible (share of generated frames): {_trained_action(report, 'cube_visible')}  (codec "
           f"{report['cube_visible_codec']:.2f}, copy first frame {report['cube_visible_copy_first_frame']:.2f})")
     if report["cube_moved_frames"]:
-        at_place, behind = ((f", action {report['cube_moved_at_place_action']:.2f}",
-                             f", action {report['cube_left_behind_action']:.2f}") if "cube_visible_action" in report
-                            else ("", ""))
         print(f"  the moved cube ({report['cube_moved_frames']} generated frames where the simulator moved it): at "
-              f"its place trained {report['cube_moved_at_place_trained']:.2f}{at_place} (codec "
-              f"{report['cube_moved_at_place_codec']:.2f}); left where it was trained "
-              f"{report['cube_left_behind_trained']:.2f}{behind}")
+              f"its place {_trained_action(report, 'cube_moved_at_place')} (codec "
+              f"{report['cube_moved_at_place_codec']:.2f}); left where it was "
+              f"{_trained_action(report, 'cube_left_behind')}")
     else:
         print("  the moved cube: the simulator moved no held-out cube in these clips")
     if "psnr_action" in report:

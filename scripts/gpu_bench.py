@@ -11,7 +11,8 @@ Rows (the release's 2B shape, batch 1, 512 text tokens): ``fwd61`` the forward o
 latents, 19,200 tokens); ``sample61`` the guided sampling loop on it (10 steps, one call of batch 2 per step,
 ``gw_jax.bench.sample_bench``'s loops); ``train61_remat`` a train step on it with every block recomputed in
 the backward (JAX ``remat_policy="full"``, diffusers' gradient checkpointing); ``train17`` a train step on a
-17-frame clip (5 latent frames, 6,000 tokens) without recomputation. Recorded results: docs/benchmarks.md.
+17-frame clip (5 latent frames, 6,000 tokens) without recomputation. Recorded results: docs/benchmarks.md (its
+rows of 2026-11-26 ran scanned blocks; since session 35 the DiT unrolls them on a GPU, ``scan_blocks="auto"``).
 """
 
 from __future__ import annotations

@@ -115,8 +115,8 @@ def test_cube_moved_tells_a_carried_cube_from_one_left_behind():
     assert (at_place, left_behind, frames) == (None, None, 0)  # null in report.json, not NaN
 
 
-@pytest.mark.parametrize("moved_frames", [0, 51])
-def test_demo_summary_prints_the_moved_cube_or_says_none_moved(monkeypatch, capsys, tmp_path, moved_frames):
+@pytest.mark.parametrize("moved_frames,action", [(0, False), (51, False), (51, True)])
+def test_demo_summary_prints_the_moved_cube_or_says_none_moved(monkeypatch, capsys, tmp_path, moved_frames, action):
     import argparse
     import json
 
@@ -125,7 +125,7 @@ def test_demo_summary_prints_the_moved_cube_or_says_none_moved(monkeypatch, caps
 
     video, centres = _scene(frames=4)
     share = cube_moved(video, centres if moved_frames else np.repeat(centres[:, :1], 4, axis=1))[0]
-    names = ("trained", "untrained", "copy_first_frame", "codec")
+    names = ("trained", "untrained", "copy_first_frame", "codec") + (("action", "action_swapped") if action else ())
     report = dict(heldout_episodes=16, total_s=1.0, cpu_s=1.0, cube_moved_frames=moved_frames,
                   **{f"{metric}_{name}": 0.5 for metric in ("psnr", "ssim", "fvd", "cube_visible") for name in names},
                   **{f"cube_{kind}_{name}": share for kind in ("moved_at_place", "left_behind") for name in names})
@@ -135,8 +135,13 @@ def test_demo_summary_prints_the_moved_cube_or_says_none_moved(monkeypatch, caps
     demo.add_arguments(parser)
     assert demo.run(parser.parse_args(["--out", str(tmp_path)])) == 0
     printed = capsys.readouterr().out
+    driven = ", action 0.50" if action else ""
+    assert f"cube visible (share of generated frames): trained 0.50{driven}  (codec 0.50" in printed
+    assert ("driven by the episode's actions: PSNR 0.50 dB" in printed) == action
     if moved_frames:
-        assert "the moved cube (51 generated frames where the simulator moved it): at its place trained 1.00" in printed
+        driven = ", action 1.00" if action else ""  # every moved-cube score is `share` here
+        assert (f"the moved cube (51 generated frames where the simulator moved it): at its place trained 1.00"
+                f"{driven} (codec 1.00); left where it was trained 1.00{driven}\n") in printed
     else:
         assert "the simulator moved no held-out cube" in printed
 

@@ -74,6 +74,25 @@ def test_bfloat16_compute_close_to_float32(tmp_path):
         assert err > 1e-5  # it really ran in bf16
 
 
+@pytest.mark.parametrize("platform,scanned", [("cpu", True), ("tpu", True), ("gpu", False)])
+def test_scan_blocks_auto_unrolls_on_gpu_only(monkeypatch, platform, scanned):
+    """``scan_blocks="auto"`` (the default): a scan in the traced program except on a GPU, where the unrolled
+    2B train step was 1.29x faster (docs/benchmarks.md); command-line spellings accepted, others named."""
+    from gw_jax.errors import UserInputError
+    from gw_jax.models import dit
+
+    config = json.loads((FIXTURES / "gigaworld0_dit_tiny.json").read_text())
+    case = next(cases("gigaworld0_dit_tiny"))
+    monkeypatch.setattr(dit, "compute_platform", lambda: platform)
+    graphdef, state = nnx.split(GigaWorld0DiT(**config, rngs=nnx.Rngs(0)))
+    inputs = [jnp.asarray(case[k]) for k in ("x", "timesteps", "crossattn_emb", "fps", "padding_mask")]
+    jaxpr = jax.make_jaxpr(lambda s: nnx.merge(graphdef, s)(*inputs))(state)
+    assert ("scan[" in str(jaxpr)) == scanned
+    assert GigaWorld0DiT(**config, scan_blocks="False", rngs=nnx.Rngs(0)).scan_blocks is False
+    with pytest.raises(UserInputError, match="scan_blocks 'sometimes'"):
+        GigaWorld0DiT(**config, scan_blocks="sometimes", rngs=nnx.Rngs(0))
+
+
 def test_scanned_unscanned_and_remat_agree(tmp_path):
     directory = checkpoint_dir("gigaworld0_dit_tiny_moe", tmp_path)
     case = next(cases("gigaworld0_dit_tiny_moe"))

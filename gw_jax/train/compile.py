@@ -15,6 +15,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
@@ -145,7 +146,8 @@ def train_step_roofline(config, mesh, chip: str, report: dict) -> dict | None:
     costs = []
     for blocks in (1, 2):
         small = config.copy_and_resolve_references()
-        small.model.num_blocks, small.model.scan_blocks = blocks, False
+        # unrolled, whatever type the config gave scan_blocks (a bool, or "auto"): rebuilt rather than assigned
+        small.model = ml_collections.ConfigDict(dict(small.model.to_dict(), num_blocks=blocks, scan_blocks=False))
         costs.append(step_costs(_compile_train_step(small, mesh)[0], mesh.size))
     n = config.model.num_blocks
     total = combine(costs, [2 - n, n - 1])

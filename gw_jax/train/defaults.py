@@ -132,7 +132,7 @@ def demo_config(settings: dict, codec_path: str = "") -> ml_collections.ConfigDi
         reference_skip=settings.get("reference_skip", False),
         crossattn_emb_channels=32,
         adaln_lora_dim=24, action_dim=settings.get("action_dim", 0), action_frames=1,
-        scan_blocks=True, remat_policy="none", dtype="float32", param_dtype="float32", attention_impl="xla"))
+        scan_blocks="auto", remat_policy="none", dtype="float32", param_dtype="float32", attention_impl="xla"))
     config.latents = "precomputed"
     config.codec.update(dict(name="pixel", pool=CODEC_POOL, fold=CODEC_FOLD) if pixel else
                         dict(name="patch_vae", path=str(codec_path)))
