@@ -49,7 +49,8 @@ def jax_rows(shapes):
     from gw_jax.bench import sample_bench
     from gw_jax.models.attention import resolve_auto
 
-    versions = f"jax {jax.__version__}, auto attention -> {resolve_auto()}"
+    blocks = "unrolled" if jax.default_backend() == "gpu" else "scanned"  # the DiT's scan_blocks="auto"
+    versions = f"jax {jax.__version__}, auto attention -> {resolve_auto()}, blocks {blocks}"
     for shape in shapes:
         try:
             if shape.startswith("sample"):
