@@ -48,8 +48,9 @@ def jax_rows(shapes):
 
     from gw_jax.bench import sample_bench
     from gw_jax.models.attention import resolve_auto
+    from gw_jax.models.dit import blocks_scanned
 
-    blocks = "unrolled" if jax.default_backend() == "gpu" else "scanned"  # the DiT's scan_blocks="auto"
+    blocks = "scanned" if blocks_scanned("auto") else "unrolled"  # the DiT's default
     versions = f"jax {jax.__version__}, auto attention -> {resolve_auto()}, blocks {blocks}"
     for shape in shapes:
         try:
@@ -70,11 +71,9 @@ def jax_rows(shapes):
 
 def jax_step(shape: str) -> tuple[float, float, int]:
     import jax
-    import jax.numpy as jnp
     import numpy as np
-    import optax
 
-    from gw_jax.bench.dit_bench import jax_forward
+    from gw_jax.bench.dit_bench import adamw_train_step, jax_forward
 
     p = SHAPES[shape]
     remat = "full" if shape.endswith("_remat") else "none"
@@ -82,13 +81,7 @@ def jax_step(shape: str) -> tuple[float, float, int]:
     count = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(params))
     start = time.perf_counter()
     if shape.startswith("train"):
-        tx = optax.adamw(1e-4)
-
-        def step(q, opt):
-            loss, grads = jax.value_and_grad(lambda q_: jnp.mean(forward(q_).astype(jnp.float32) ** 2))(q)
-            updates, opt = tx.update(grads, opt, q)
-            return optax.apply_updates(q, updates), opt, loss
-
+        step, tx = adamw_train_step(forward)
         opt_state = tx.init(params)
         compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt_state).compile()
         state = {"q": params, "opt": opt_state}

@@ -27,12 +27,10 @@ from gw_jax.host_memory import keep_freed_memory  # noqa: E402
 keep_freed_memory()
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 from jax.profiler import ProfileData  # noqa: E402
 
-from gw_jax.bench.dit_bench import PRESETS, jax_forward  # noqa: E402
+from gw_jax.bench.dit_bench import PRESETS, adamw_train_step, jax_forward  # noqa: E402
 
 STEPS = 5
 
@@ -40,12 +38,7 @@ STEPS = 5
 def train_step_fn(compiler_options: dict | None = None):
     """The bench's train step (gw_jax.bench.dit_bench.bench_jax) compiled with ``compiler_options``; warmed up."""
     forward, params = jax_forward(dict(PRESETS["cpu"]))
-    tx = optax.adamw(1e-4)
-
-    def train_step(params_, opt_state):
-        loss, grads = jax.value_and_grad(lambda q: jnp.mean(forward(q) ** 2))(params_)
-        updates, opt_state = tx.update(grads, opt_state, params_)
-        return optax.apply_updates(params_, updates), opt_state, loss
+    train_step, tx = adamw_train_step(forward)
 
     state = {"params": params, "opt": tx.init(params)}
     step = jax.jit(train_step, donate_argnums=(0, 1)).lower(state["params"], state["opt"]).compile(

@@ -87,7 +87,7 @@ def test_scan_blocks_auto_unrolls_on_gpu_only(monkeypatch, platform, scanned):
     graphdef, state = nnx.split(GigaWorld0DiT(**config, rngs=nnx.Rngs(0)))
     inputs = [jnp.asarray(case[k]) for k in ("x", "timesteps", "crossattn_emb", "fps", "padding_mask")]
     jaxpr = jax.make_jaxpr(lambda s: nnx.merge(graphdef, s)(*inputs))(state)
-    assert ("scan[" in str(jaxpr)) == scanned
+    assert ("scan[" in str(jaxpr)) == scanned == dit.blocks_scanned("auto")
     assert GigaWorld0DiT(**config, scan_blocks="False", rngs=nnx.Rngs(0)).scan_blocks is False
     with pytest.raises(UserInputError, match="scan_blocks 'sometimes'"):
         GigaWorld0DiT(**config, scan_blocks="sometimes", rngs=nnx.Rngs(0))

@@ -111,17 +111,24 @@ def jax_forward(p: dict, dtype: str = "float32", **model_kwargs):
     return forward, params
 
 
+def adamw_train_step(forward):
+    """(train_step(params, opt_state) -> (params, opt_state, loss), tx): the benches' step on ``forward(params)``,
+    loss = mean square of the output in float32 (PyTorch's side: ``.float().pow(2).mean()``), AdamW at 1e-4."""
+    tx = optax.adamw(1e-4)
+
+    def train_step(params, opt_state):
+        loss, grads = jax.value_and_grad(lambda q: jnp.mean(forward(q).astype(jnp.float32) ** 2))(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return train_step, tx
+
+
 def bench_jax(p: dict, dtype: str = "float32", timers: dict | None = None, **model_kwargs) -> dict:
     """Compile and time; ``timers`` (a dict) also receives the warmed-up ``forward_s`` / ``train_step_s``
     callables, for :func:`interleaved_medians`."""
     forward, params = jax_forward(p, dtype, **model_kwargs)
-
-    tx = optax.adamw(1e-4)
-
-    def train_step(params_, opt_state):
-        loss, grads = jax.value_and_grad(lambda q: jnp.mean(forward(q) ** 2))(params_)
-        updates, opt_state = tx.update(grads, opt_state, params_)
-        return optax.apply_updates(params_, updates), opt_state, loss
+    train_step, tx = adamw_train_step(forward)
 
     result = {"params": sum(int(np.prod(v.shape)) for v in jax.tree.leaves(params))}
     start = time.perf_counter()

@@ -64,6 +64,12 @@ def _scan_setting(value) -> bool | str:
     return setting
 
 
+def blocks_scanned(scan_blocks) -> bool:
+    """Whether a DiT built with ``scan_blocks`` scans its blocks when traced now (a mesh's platform, else JAX's)."""
+    setting = _scan_setting(scan_blocks)
+    return setting is True or (setting == "auto" and compute_platform() != "gpu")
+
+
 def _dtype(value) -> Any:
     return jnp.dtype(value) if isinstance(value, str) else value
 
@@ -296,7 +302,7 @@ class GigaWorld0DiT(nnx.Module):
         policy = REMAT_POLICIES[self.remat_policy]
         if self.remat_policy != "none":
             apply = nnx.remat(apply, policy=policy)
-        if self.scan_blocks is True or (self.scan_blocks == "auto" and compute_platform() != "gpu"):
+        if blocks_scanned(self.scan_blocks):
             @nnx.scan(in_axes=(0, nnx.Carry, 0), out_axes=nnx.Carry, transform_metadata={nnx.PARTITION_NAME: "layers"})
             def scan_fn(block, x, code):
                 return apply(block, x, code)
