@@ -10,6 +10,7 @@ IDM's R² on the action-driven rollouts (an IDM workdir trained on 32x32, 9-fram
     python scripts/detail_study.py train RUN OUT '{"ref_dropout": 0.1}'     # then guidance on the reference frame:
     python scripts/detail_study.py eval RUN OUT/train - g '{"reference_guidance_min_sigma": 1}' # and reference_guidance
     python scripts/detail_study.py x0 RUN WORKDIR [actions] [train]   # the cube in the DiT's x0 prediction per sigma
+    python scripts/detail_study.py train RUN OUT '{"moved_cube_weight": 32}'  # where it moved, the cube weighs 1 + 32
 
 train: QUICK's settings plus the variant (QUICK trains 2500 steps since session 31; the 1500-step rows of
 docs/demo.md's earlier sections pass "steps": 1500).
@@ -85,6 +86,13 @@ def main():
             arrays["loss_weights"] = demo.cube_cell_weights(centres, arrays["latents"].shape[-1], CODEC_FOLD,
                                                             settings["cube_weight"],
                                                             origin=settings.get("cube_weight_origin", False))
+            if settings.get("moved_cube_weight"):  # the moved cube's cells weigh more still (where it was carried)
+                moved = demo.cube_cell_weights(centres, arrays["latents"].shape[-1], CODEC_FOLD,
+                                               settings["moved_cube_weight"])
+                start = np.repeat(centres[:, :1], centres.shape[1], axis=1)
+                moved_bt = np.linalg.norm(centres - start, axis=-1) > 2.0
+                weights = np.where(moved_bt[:, None, :, None, None], moved, arrays["loss_weights"])
+                arrays["loss_weights"] = weights / weights.mean(axis=(1, 2, 3, 4), keepdims=True)
         t = time.time()
         train(config, out / "train", batches=ArrayBatches(arrays, settings["batch_size"], seed=seed), progress=False)
         print(json.dumps(dict(out=str(out), variant=variant, train_s=round(time.time() - t, 1))))

@@ -100,6 +100,17 @@ def test_fresh_adapters_give_the_base_output_exactly_and_export_with_alpha(tmp_p
     assert rel_err(again(*args), adapted) <= 1e-5
 
 
+def test_fuse_multiplies_at_full_precision_under_any_default():
+    # XLA:CPU multiplies float32 exactly whatever the precision, so the fused-parity case cannot fail here; a GPU's
+    # TF32 default did (1.4e-4 off the reference on an H100). The fuse must ask for full precision itself.
+    a, scale, b = np.ones((2, 8, 3), np.float32), np.ones((2, 3), np.float32), np.ones((2, 3, 5), np.float32)
+    with jax.default_matmul_precision("tensorfloat32"):
+        jaxpr = jax.make_jaxpr(lora.fused_delta)(a, scale, b)
+    dots = [eqn for eqn in jaxpr.jaxpr.eqns if eqn.primitive.name == "dot_general"]
+    assert dots and all(eqn.params["precision"] == (jax.lax.Precision.HIGHEST,) * 2 for eqn in dots)
+    np.testing.assert_allclose(lora.fused_delta(a, scale, b), np.full((2, 8, 5), 3.0))
+
+
 def test_adapter_state_shards_with_the_kernel():
     config = json.loads((FIXTURES / f"{NAME}.json").read_text())
     model = GigaWorld0DiT(**config, rngs=nnx.Rngs(0))
