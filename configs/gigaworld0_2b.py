@@ -2,6 +2,9 @@
 
 61 frames x 480x640 at 16 fps -> 16 x 60 x 80 latents -> 19,200 tokens; T5 (width 1024) text.
     gw-jax compile --config configs/gigaworld0_2b.py --topology v5p:4x4x4
+    gw-jax compile --config configs/gigaworld0_2b.py --topology v5e:16x16 --config.model.scan_blocks=false
+(on HBM-bound v5e the scanned blocks' bookkeeping is an estimated 15-97% of the step: docs/scale.md "Scanned or
+unrolled blocks on TPU"; the blocks stay scanned by default on TPU until a timed TPU step confirms it)
     gw-jax train --config configs/gigaworld0_2b.py --workdir gs://BUCKET/run --config.data.packed_dir=...
 """
 

@@ -203,6 +203,12 @@ def cube_visible(video: np.ndarray, centres: np.ndarray) -> np.ndarray:
                      for table, cube, blocks in _cube_blocks(video, centres)])
 
 
+def moved_frames(centres: np.ndarray, min_shift: float = 2.0) -> np.ndarray:
+    """(B, T) bool: the frames where the simulator has moved the cube more than ``min_shift`` pixels from its
+    first-frame centre (``centres`` (B, T, 2) from ``cube_pixels``)."""
+    return np.linalg.norm(centres - centres[:, :1], axis=-1) > min_shift
+
+
 def cube_moved(video: np.ndarray, centres: np.ndarray,
                min_shift: float = 2.0) -> tuple[float | None, float | None, int]:
     """(at its place, left behind, frames): over the frames of ``video`` where the simulator has moved the cube
@@ -211,7 +217,7 @@ def cube_moved(video: np.ndarray, centres: np.ndarray,
     centre (a world model that treats the cube as scenery), and how many such frames there are. No such frame:
     (None, None, 0), which report.json writes as null (strict JSON has no NaN)."""
     start_btc = np.repeat(centres[:, :1], centres.shape[1], axis=1)
-    moved_bt = np.linalg.norm(centres - start_btc, axis=-1) > min_shift
+    moved_bt = moved_frames(centres, min_shift)
     if not moved_bt.any():
         return None, None, 0
     return (float(cube_visible(video, centres)[moved_bt].mean()),

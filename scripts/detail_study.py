@@ -89,9 +89,7 @@ def main():
             if settings.get("moved_cube_weight"):  # the moved cube's cells weigh more still (where it was carried)
                 moved = demo.cube_cell_weights(centres, arrays["latents"].shape[-1], CODEC_FOLD,
                                                settings["moved_cube_weight"])
-                start = np.repeat(centres[:, :1], centres.shape[1], axis=1)
-                moved_bt = np.linalg.norm(centres - start, axis=-1) > 2.0
-                weights = np.where(moved_bt[:, None, :, None, None], moved, arrays["loss_weights"])
+                weights = np.where(demo.moved_frames(centres)[:, None, :, None, None], moved, arrays["loss_weights"])
                 arrays["loss_weights"] = weights / weights.mean(axis=(1, 2, 3, 4), keepdims=True)
         t = time.time()
         train(config, out / "train", batches=ArrayBatches(arrays, settings["batch_size"], seed=seed), progress=False)
