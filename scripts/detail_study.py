@@ -10,7 +10,7 @@ IDM's R² on the action-driven rollouts (an IDM workdir trained on 32x32, 9-fram
     python scripts/detail_study.py train RUN OUT '{"ref_dropout": 0.1}'     # then guidance on the reference frame:
     python scripts/detail_study.py eval RUN OUT/train - g '{"reference_guidance_min_sigma": 1}' # and reference_guidance
     python scripts/detail_study.py x0 RUN WORKDIR [actions] [train]   # the cube in the DiT's x0 prediction per sigma
-    python scripts/detail_study.py train RUN OUT '{"moved_cube_weight": 32}'  # where it moved, the cube weighs 1 + 32
+    python scripts/detail_study.py train RUN OUT '{"moved_cube_weight": 32}'  # moved-cube cells ~2x the still cube's
 
 train: QUICK's settings plus the variant (QUICK trains 2500 steps since session 31; the 1500-step rows of
 docs/demo.md's earlier sections pass "steps": 1500).
