@@ -17,25 +17,19 @@ import json
 import sys
 import time
 
-import ml_collections
 import numpy as np
 
 from gw_jax.config import load_config
-from gw_jax.train.compile import DEFAULT_MESHES, _compile_train_step, _memory, tpu_devices
+from gw_jax.train.compile import DEFAULT_MESHES, compile_train_step, memory_report, tpu_devices, with_blocks
 from gw_jax.parallel.mesh import make_mesh
 from gw_jax.train.roofline import step_costs
 
 
 def compiled_costs(config, mesh, blocks: int | None, scan: bool) -> dict:
-    variant = config.copy_and_resolve_references()
-    model = dict(variant.model.to_dict(), scan_blocks=scan)
-    if blocks is not None:
-        model["num_blocks"] = blocks
-    variant.model = ml_collections.ConfigDict(model)
     t0 = time.perf_counter()
-    compiled = _compile_train_step(variant, mesh)[0]
+    compiled = compile_train_step(with_blocks(config, blocks, scan_blocks=scan), mesh)[0]
     seconds = time.perf_counter() - t0
-    per_chip, peak = _memory(compiled)
+    per_chip, peak = memory_report(compiled)
     costs = step_costs(compiled, mesh.size)
     row = dict(blocks=blocks or config.model.num_blocks, scanned=scan, compile_s=round(seconds, 1),
                per_chip=per_chip, peak_estimate_gib=peak, flops=costs["flops"], hbm_bytes=costs["hbm_bytes"])

@@ -164,6 +164,32 @@ def test_cpu_linear_gradients_equal_the_plain_matmul(use_bias):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("platform", ["cpu", "gpu"])
+def test_project_equals_the_layers_one_by_one(platform, monkeypatch):
+    """`project` runs attention's q, k, v as one matmul on concatenated kernels on XLA:CPU: outputs and
+    gradients must equal the three layers applied one by one (the path every other platform takes)."""
+    from gw_jax.models import layers
+
+    monkeypatch.setattr(layers, "compute_platform", lambda: platform)
+    stack = nnx.List([layers.linear(8, n, ("embed", "heads"), rngs=nnx.Rngs(i)) for i, n in enumerate((6, 6, 4))])
+    graphdef, state = nnx.split(stack)
+    x_bld = jax.random.normal(jax.random.key(1), (2, 3, 8))
+
+    def loss(state, x, fused):
+        linears = list(nnx.merge(graphdef, state))
+        ys = layers.project(x, linears) if fused else [layer(x) for layer in linears]
+        return sum(jnp.sum(jnp.sin(y) * jnp.arange(1.0, y.shape[-1] + 1)) * (i + 1) for i, y in enumerate(ys))
+
+    fused = jax.grad(loss, argnums=(0, 1))(state, x_bld, True)
+    one_by_one = jax.grad(loss, argnums=(0, 1))(state, x_bld, False)
+    for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(one_by_one), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    ys = layers.project(x_bld, list(stack))
+    assert [y.shape for y in ys] == [(2, 3, 6), (2, 3, 6), (2, 3, 4)]
+    for y, layer in zip(ys, stack, strict=True):
+        np.testing.assert_allclose(y, x_bld @ layer.kernel[...], rtol=1e-6, atol=1e-6)
+
+
 def test_norms_and_gelu_save_only_their_inputs_for_the_backward():
     """LayerNorm, RMSNorm and GELU are recomputed in the backward (jax.checkpoint): a bf16 block saves none of
     their float32 / element-wise intermediates (a 2B block: 522 -> 347 MiB at 1,200 tokens, docs/benchmarks.md)."""

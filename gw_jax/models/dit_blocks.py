@@ -13,7 +13,7 @@ from flax import nnx
 
 from gw_jax.models.attention import attention, frame_causal_mask
 from gw_jax.models.neighborhood_attention import scheduled_attention
-from gw_jax.models.layers import RMSNorm, gelu, layer_norm, linear
+from gw_jax.models.layers import RMSNorm, gelu, layer_norm, linear, project
 from gw_jax.models.rope import apply_rope
 from gw_jax.parallel.logical import axis_shards, constrain
 
@@ -67,11 +67,12 @@ class Attention(nnx.Module):
         self.attention_impl = attention_impl if self.is_self or not attention_impl.startswith("context") else "xla"
 
     def __call__(self, x_bld, context_bmc=None, rope_angles=None, sparse=None, frames: int = 1):
-        source = x_bld if self.is_self else context_bmc
         split = lambda t: rearrange(t, "b l (h d) -> b l h d", h=self.num_heads)
-        q = self.q_norm(split(self.to_q(x_bld)))
-        k = self.k_norm(split(self.to_k(source)))
-        v = split(self.to_v(source))
+        if self.is_self:
+            q, k, v = map(split, project(x_bld, [self.to_q, self.to_k, self.to_v]))
+        else:
+            q, (k, v) = split(self.to_q(x_bld)), map(split, project(context_bmc, [self.to_k, self.to_v]))
+        q, k = self.q_norm(q), self.k_norm(k)
         if self.is_self and rope_angles is not None:
             q, k = apply_rope(q, rope_angles), apply_rope(k, rope_angles)
         q = constrain(q, ("act_batch", "act_length", "act_heads", None))

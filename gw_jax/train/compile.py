@@ -66,7 +66,18 @@ def model_flops_per_step(config, tokens_per_sample: int, params: int, attention_
     return batch * (6.0 * params * tokens_per_sample + attention)
 
 
-def _compile_train_step(config, mesh):
+def with_blocks(config, num_blocks: int | None = None, *, scan_blocks: bool):
+    """A copy of ``config`` whose DiT has ``num_blocks`` blocks (None: as many as it has), scanned or unrolled.
+    The model ConfigDict is rebuilt, not assigned into: ``scan_blocks`` may be typed str ("auto") there."""
+    variant = config.copy_and_resolve_references()
+    model = dict(variant.model.to_dict(), scan_blocks=scan_blocks)
+    if num_blocks is not None:
+        model["num_blocks"] = num_blocks
+    variant.model = ml_collections.ConfigDict(model)
+    return variant
+
+
+def compile_train_step(config, mesh):
     """The sharded train step lowered on abstract inputs for ``mesh`` and compiled; (compiled, setup, latent)."""
     setup = build_setup(config, mesh=mesh)
     frames, height, width = config.data.num_frames, config.data.height, config.data.width
@@ -94,9 +105,9 @@ def compile_report(config, topology: str, mesh_sizes: dict | None = None, *, wit
     sizes = mesh_sizes or DEFAULT_MESHES.get(chip, dict(config.mesh.axes))
     mesh = make_mesh(sizes, devices=devices)
     t0 = time.perf_counter()
-    compiled, setup, latent = _compile_train_step(config, mesh)
+    compiled, setup, latent = compile_train_step(config, mesh)
     seconds = time.perf_counter() - t0
-    per_chip, peak = _memory(compiled)
+    per_chip, peak = memory_report(compiled)
     params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(setup.abstract_state.params))
     tokens = latent[0] // config.model.patch_temporal * (latent[1] // config.model.patch_spatial) * (
         latent[2] // config.model.patch_spatial)
@@ -145,10 +156,7 @@ def train_step_roofline(config, mesh, chip: str, report: dict) -> dict | None:
         return None
     costs = []
     for blocks in (1, 2):
-        small = config.copy_and_resolve_references()
-        # unrolled, whatever type the config gave scan_blocks (a bool, or "auto"): rebuilt rather than assigned
-        small.model = ml_collections.ConfigDict(dict(small.model.to_dict(), num_blocks=blocks, scan_blocks=False))
-        costs.append(step_costs(_compile_train_step(small, mesh)[0], mesh.size))
+        costs.append(step_costs(compile_train_step(with_blocks(config, blocks, scan_blocks=False), mesh)[0], mesh.size))
     n = config.model.num_blocks
     total = combine(costs, [2 - n, n - 1])
     extra = hidden_attention_flops(config, report["tokens_per_sample"], report["attention_impl"]) / mesh.size
@@ -173,7 +181,8 @@ def attention_kept_fraction(config, latent) -> float:
     return sum(fractions) / len(fractions)
 
 
-def _memory(compiled) -> tuple[dict, float]:
+def memory_report(compiled) -> tuple[dict, float]:
+    """(per-chip GiB of arguments, outputs, temporaries and aliased buffers; their peak estimate) of ``compiled``."""
     memory = compiled.memory_analysis()
     gib = 1 / 2 ** 30
     per_chip = {"arguments_gib": memory.argument_size_in_bytes * gib, "outputs_gib": memory.output_size_in_bytes * gib,
@@ -204,7 +213,7 @@ def compile_sampling_report(model_config, topology: str, *, frames: int, height:
     compiled = step.lower(abstract_state, spec(latent), spec(latent), spec((1, 1, latent[2], 1, 1)), spec(context),
                           jax.ShapeDtypeStruct(context, jnp.float32, sharding=replicated), scalar, scalar,
                           scalar).compile()
-    per_chip, peak = _memory(compiled)
+    per_chip, peak = memory_report(compiled)
     chip = topology.split(":")[0].lower()
     hbm = HBM_GIB.get(chip)
     params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state))
