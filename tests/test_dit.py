@@ -166,16 +166,14 @@ def test_cpu_linear_gradients_equal_the_plain_matmul(use_bias):
 
 @pytest.mark.parametrize("platform", ["cpu", "gpu"])
 def test_project_equals_the_layers_one_by_one(platform, monkeypatch):
-    """`project` runs attention's q, k, v as one matmul on concatenated kernels on XLA:CPU (a layer's LoRA adapter
-    added after it): outputs and gradients must equal the three layers applied one by one (every other platform's
-    path)."""
+    """`project` runs attention's q, k, v as one matmul on concatenated kernels on XLA:CPU: outputs and gradients
+    must equal the three layers applied one by one (every other platform's path, and the path it takes once a layer
+    has a LoRA adapter)."""
     from gw_jax.models import layers
     from gw_jax.models.lora import LoRAAdapter
 
     monkeypatch.setattr(layers, "compute_platform", lambda: platform)
     stack = nnx.List([layers.linear(8, n, ("embed", "heads"), rngs=nnx.Rngs(i)) for i, n in enumerate((6, 6, 4))])
-    lora_a, lora_b = jax.random.normal(jax.random.key(2), (8, 2)), jax.random.normal(jax.random.key(3), (2, 6))
-    stack[1].lora = LoRAAdapter(lora_a, lora_b, jnp.full((2,), 0.5), ("embed", "heads"))
     graphdef, state = nnx.split(stack)
     x_bld = jax.random.normal(jax.random.key(1), (2, 3, 8))
 
@@ -190,8 +188,12 @@ def test_project_equals_the_layers_one_by_one(platform, monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
     ys = layers.project(x_bld, list(stack))
     assert [y.shape for y in ys] == [(2, 3, 6), (2, 3, 6), (2, 3, 4)]
+    for y, layer in zip(ys, stack, strict=True):
+        np.testing.assert_allclose(y, x_bld @ layer.kernel[...], rtol=1e-5, atol=1e-5)
+    lora_a, lora_b = jax.random.normal(jax.random.key(2), (8, 2)), jax.random.normal(jax.random.key(3), (2, 6))
+    stack[1].lora = LoRAAdapter(lora_a, lora_b, jnp.full((2,), 0.5), ("embed", "heads"))
     deltas = [0.0, (x_bld @ lora_a * 0.5) @ lora_b, 0.0]
-    for y, layer, delta in zip(ys, stack, deltas, strict=True):
+    for y, layer, delta in zip(layers.project(x_bld, list(stack)), stack, deltas, strict=True):
         np.testing.assert_allclose(y, x_bld @ layer.kernel[...] + delta, rtol=1e-5, atol=1e-5)
 
 

@@ -52,11 +52,10 @@ class Linear(nnx.Linear):
         self.lora = nnx.data(None)  # a LoRAAdapter once one is attached
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.adapted(x, self._cpu_call(x) if compute_platform() == "cpu" else super().__call__(x))
-
-    def adapted(self, x: jax.Array, y: jax.Array) -> jax.Array:
-        """``y`` (this layer's x W) plus the adapter's output on ``x``, if one is attached."""
-        return y if self.lora is None else y + self.lora(x, self.dtype or x.dtype).astype(y.dtype)
+        y = self._cpu_call(x) if compute_platform() == "cpu" else super().__call__(x)
+        if self.lora is not None:
+            y = y + self.lora(x, self.dtype or x.dtype).astype(y.dtype)
+        return y
 
     def _cpu_call(self, x: jax.Array) -> jax.Array:
         # XLA:CPU: one (tokens, in) @ (in, out) matmul. With several leading axes the kernel gradient contracts
@@ -72,12 +71,13 @@ class Linear(nnx.Linear):
 
 
 def project(x: jax.Array, linears: Sequence[Linear]) -> list[jax.Array]:
-    """``[layer(x) for layer in linears]``. On XLA:CPU, bias-free layers of one input run as one matmul on their
-    concatenated kernels (adapters added per layer after it): attention's q, k and v as one (tokens, in) @ (in,
-    3 inner) product, and one of each gradient, instead of three: -4% CPU train step (docs/benchmarks.md
-    "Session 37")."""
+    """``[layer(x) for layer in linears]``. On XLA:CPU, plain bias-free layers (no adapter) of one input run as
+    one matmul on their concatenated kernels: attention's q, k and v as one (tokens, in) @ (in, 3 inner) product,
+    and one of each gradient, instead of three: -4% CPU train step (docs/benchmarks.md "Session 37"). With an adapter
+    attached the layers run one by one: that program matches the fused one bit for bit (a scale-0 adapter gives the
+    base output exactly), while the fused product plus adapters rounded 3 ulp away from it."""
     first = linears[0]
-    plain = all(layer.bias is None and layer.dtype == first.dtype for layer in linears)
+    plain = all(layer.lora is None and layer.bias is None and layer.dtype == first.dtype for layer in linears)
     if compute_platform() != "cpu" or len(linears) == 1 or not plain:
         return [layer(x) for layer in linears]
     x_nk, *kernels = first.promote_dtype((x.reshape(-1, x.shape[-1]), *(layer.kernel[...] for layer in linears)),
@@ -85,8 +85,7 @@ def project(x: jax.Array, linears: Sequence[Linear]) -> list[jax.Array]:
     y_nm = _cpu_matmul(x_nk, jnp.concatenate(kernels, axis=1))
     ends = list(itertools.accumulate(kernel.shape[1] for kernel in kernels))
     starts = [0, *ends[:-1]]
-    return [layer.adapted(x, y_nm[:, start:end].reshape(*x.shape[:-1], end - start))
-            for layer, start, end in zip(linears, starts, ends, strict=True)]
+    return [y_nm[:, start:end].reshape(*x.shape[:-1], end - start) for start, end in zip(starts, ends, strict=True)]
 
 
 def linear(in_features: int, out_features: int, names: Sequence[str | None], *, rngs: nnx.Rngs,
