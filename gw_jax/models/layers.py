@@ -62,12 +62,14 @@ class Linear(nnx.Linear):
         # over all of them, and XLA:CPU transposes the output gradient into a copy and runs a slower
         # doubly-transposed dot (docs/benchmarks.md: ~8-12% of the CPU DiT train step). Not on TPU/GPU: there,
         # merging a data-sharded batch with a context-sharded length would reshard (all-to-alls) every layer.
-        bias = self.bias[...] if self.bias is not None else None
-        x_nk, kernel, bias = self.promote_dtype((x.reshape(-1, x.shape[-1]), self.kernel[...], bias), dtype=self.dtype)
-        y_nm = _cpu_matmul(x_nk, kernel)
-        if bias is not None:
-            y_nm = y_nm + bias
-        return y_nm.reshape(*x.shape[:-1], y_nm.shape[-1])
+        y = _tokens_matmul(self, x, self.kernel[...])
+        return y if self.bias is None else y + self.bias[...].astype(y.dtype)
+
+
+def _tokens_matmul(layer: Linear, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """x (..., in) @ kernel (in, out) as one (tokens, in) @ (in, out) matmul in ``layer``'s compute dtype."""
+    x_nk, kernel = layer.promote_dtype((x.reshape(-1, x.shape[-1]), kernel), dtype=layer.dtype)
+    return _cpu_matmul(x_nk, kernel).reshape(*x.shape[:-1], kernel.shape[-1])
 
 
 def project(x: jax.Array, linears: Sequence[Linear]) -> list[jax.Array]:
@@ -80,12 +82,8 @@ def project(x: jax.Array, linears: Sequence[Linear]) -> list[jax.Array]:
     plain = all(layer.lora is None and layer.bias is None and layer.dtype == first.dtype for layer in linears)
     if compute_platform() != "cpu" or len(linears) == 1 or not plain:
         return [layer(x) for layer in linears]
-    x_nk, *kernels = first.promote_dtype((x.reshape(-1, x.shape[-1]), *(layer.kernel[...] for layer in linears)),
-                                         dtype=first.dtype)
-    y_nm = _cpu_matmul(x_nk, jnp.concatenate(kernels, axis=1))
-    ends = list(itertools.accumulate(kernel.shape[1] for kernel in kernels))
-    starts = [0, *ends[:-1]]
-    return [y_nm[:, start:end].reshape(*x.shape[:-1], end - start) for start, end in zip(starts, ends, strict=True)]
+    y = _tokens_matmul(first, x, jnp.concatenate([layer.kernel[...] for layer in linears], axis=1))
+    return jnp.split(y, list(itertools.accumulate(layer.kernel.shape[1] for layer in linears[:-1])), axis=-1)
 
 
 def linear(in_features: int, out_features: int, names: Sequence[str | None], *, rngs: nnx.Rngs,
