@@ -5,10 +5,14 @@
     python scripts/xla_cpu_threads.py compare one.pkl two.pkl        # which ops got faster with more threads
     python scripts/xla_cpu_threads.py options '{"base": {}, "mem": {"xla_cpu_scheduler_type":
         "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}, "base2": {}}' 15     # compiler options, interleaved, wall + CPU
+    taskset -c 0 python scripts/xla_cpu_threads.py transposes        # a transpose alone vs fused (docs: "Session 38")
 
 profile: xprof of 5 steps with every XLA:CPU thunk traced; prints how much of the span has 0, 1 or 2+ ops in flight
-and saves {op name: [durations ns]}. options: each variant compiled with ``compiler_options`` (XLA reads XLA_FLAGS
-once per process, so changing the variable between compiles in one process compiles the same program again).
+and saves {op name: [durations ns]}. transposes: a (512, 1024) transpose on its own, fused with the dynamic-slice that
+reads it from a stack (as the scan's backward reads its saved activations), behind an ``optimization_barrier``, and
+behind a conditional; then the kernel gradient x^T g over a 4-deep stack in a scan, the same three ways. options:
+each variant compiled with ``compiler_options`` (XLA reads XLA_FLAGS once per process, so changing the variable
+between compiles in one process compiles the same program again).
 """
 import collections
 import glob
@@ -113,13 +117,45 @@ def options(configs: dict, rounds: int) -> None:
               f"{np.median(wall[name]) / base:.3f}x the first")
 
 
+def _median_ms(fn, *args, repeats: int = 50) -> float:
+    fn(*args).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(*args).block_until_ready()
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
+def transposes() -> None:
+    import jax.numpy as jnp
+
+    stack = jnp.asarray(np.random.default_rng(0).normal(size=(4, 512, 1024)), jnp.float32)
+    grad_nm = jnp.asarray(np.random.default_rng(1).normal(size=(512, 256)), jnp.float32)
+
+    def cond_transpose(x):  # both branches the same transpose: the predicate only makes XLA keep the boundary
+        return jax.lax.cond(x[0, 0] > 0, lambda a: a.T, lambda a: a.T, x)
+
+    ways = {"fused": lambda x: x.T, "barrier": lambda x: jax.lax.optimization_barrier(x).T,
+            "conditional": cond_transpose}
+    print(f"alone: {_median_ms(jax.jit(lambda x: x.T), stack[1]):.3f} ms")
+    for name, transpose in ways.items():
+        sliced = _median_ms(jax.jit(lambda s, i, t=transpose: t(s[i])), stack, 1)
+        body = lambda acc, x, t=transpose: (acc + t(x) @ grad_nm, None)  # noqa: E731
+        scan = jax.jit(lambda s, b=body: jax.lax.scan(b, jnp.zeros((1024, 256)), s)[0])
+        print(f"{name:12s} dynamic-slice + transpose {sliced:.3f} ms; "
+              f"4-step scan of x^T g {_median_ms(scan, stack):.3f} ms")
+
+
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     if command == "profile":
         profile(args[0])
     elif command == "compare":
         compare(*args)
+    elif command == "transposes":
+        transposes()
     elif command == "options":
         options(json.loads(args[0]), int(args[1]) if len(args) > 1 else 15)
     else:
-        sys.exit(f"unknown command {command!r}: profile | compare | options")
+        sys.exit(f"unknown command {command!r}: profile | compare | options | transposes")

@@ -4,7 +4,7 @@ import importlib.util
 
 import pytest
 
-from gw_jax.bench.dit_bench import markdown_table, run_dit_bench
+from gw_jax.bench.dit_bench import interleaved_medians, markdown_table, run_dit_bench
 
 
 def test_dit_bench_table_jax_vs_pytorch_eager():
@@ -15,6 +15,21 @@ def test_dit_bench_table_jax_vs_pytorch_eager():
     assert jax_row["train_step_s_cpu"] > 0 and torch_row["forward_s_cpu"] > 0  # process CPU time, per row
     table = markdown_table(report)
     assert "pytorch eager" in table and "JAX speed-up" in table and "CPU-s" in table
+
+
+def test_interleaved_rounds_time_the_second_of_two_calls_in_shuffled_order():
+    """Each turn is one untimed call then the timed one (the first call after another framework's is slower), every
+    implementation once per round, the order shuffled between rounds."""
+    calls = []
+    timers = {name: {key: (lambda turn=(name, key): calls.append(turn)) for key in ("forward_s", "train_step_s")}
+              for name in ("jax", "torch")}
+    rows = {name: {} for name in timers}
+    interleaved_medians(rows, timers, repeats=6)
+    assert calls[0::2] == calls[1::2]  # every timed call follows an untimed call of the same callable
+    rounds = [calls[1::2][i:i + 4] for i in range(0, 24, 4)]
+    assert all(sorted(turns) == sorted(rounds[0]) for turns in rounds) and len(set(rounds[0])) == 4
+    assert len({tuple(turns) for turns in rounds}) > 1  # shuffled, not one fixed order
+    assert rows["jax"]["train_step_s"] >= 0 and "forward_s_cpu" in rows["torch"]
 
 
 @pytest.mark.tpu

@@ -2,8 +2,9 @@
 
 The PyTorch side is diffusers' ``CosmosTransformer3DModel`` (the Cosmos-Predict2 architecture
 GigaWorld-0 uses) set to the same dimensions, eager and ``torch.compile``. Warm-up and compilation are
-timed separately; steady-state numbers are medians of repeated runs, timed in interleaved rounds (JAX, eager,
-compiled, JAX, ...) so that load from other processes hits every row alike. ``gw-jax bench --threads N`` puts
+timed separately; steady-state numbers are medians of repeated runs, timed in interleaved rounds (each
+implementation once per round, in a shuffled order, after one untimed call) so that load from other processes hits
+every row alike. ``gw-jax bench --threads N`` puts
 both frameworks on the same N cores (the default: all cores this process may use; the table states them).
 """
 
@@ -204,14 +205,22 @@ def bench_torch(p: dict, compile_model: bool, timers: dict | None = None) -> dic
     return result
 
 
-def interleaved_medians(rows: dict, timers: dict, repeats: int) -> None:
-    """Re-times every row in rounds (each round runs every implementation once, in turn), so load from other
+def interleaved_medians(rows: dict, timers: dict, repeats: int, seed: int = 0) -> None:
+    """Re-times every row in rounds (each round runs every implementation, in a shuffled order), so load from other
     processes that comes and goes hits all rows alike; replaces the rows' medians with these, and adds the
     median process CPU time of each as ``<key>_cpu`` (every thread's, so on ``--threads 1`` a load-robust
-    figure: time taken away by other processes is not counted)."""
+    figure: time taken away by other processes is not counted).
+
+    Each turn runs its callable once untimed before the timed call: the first call after another framework's runs
+    slower (JAX's train step right after ``torch.compile``'s took 5.5% longer than after its own, after eager's 1%:
+    docs/benchmarks.md "Session 38"), and a training loop never pays that."""
     times = {(name, key): ([], []) for name, fns in timers.items() for key in fns}
+    turns = list(times)
+    rng = np.random.default_rng(seed)
     for _ in range(repeats):
-        for (name, key), (wall, cpu) in times.items():
+        for i in rng.permutation(len(turns)):
+            (name, key), (wall, cpu) = turns[i], times[turns[i]]
+            timers[name][key]()
             start, start_cpu = time.perf_counter(), time.process_time()
             timers[name][key]()
             wall.append(time.perf_counter() - start)
