@@ -168,7 +168,7 @@ def test_cpu_linear_gradients_equal_the_plain_matmul(use_bias):
 def test_project_equals_the_layers_one_by_one(platform, monkeypatch):
     """`project` runs attention's q, k, v as one matmul on concatenated kernels on XLA:CPU: outputs and gradients
     must equal the three layers applied one by one (every other platform's path, and the path it takes once a layer
-    has a LoRA adapter)."""
+    has a LoRA adapter); on "gpu" it must not concatenate."""
     from gw_jax.models import layers
     from gw_jax.models.lora import LoRAAdapter
 
@@ -188,6 +188,9 @@ def test_project_equals_the_layers_one_by_one(platform, monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
     ys = layers.project(x_bld, list(stack))
     assert [y.shape for y in ys] == [(2, 3, 6), (2, 3, 6), (2, 3, 4)]
+    # the fused path is XLA:CPU's only: elsewhere the comparisons above hold trivially, so check which path ran
+    jaxpr = str(jax.make_jaxpr(lambda x: layers.project(x, list(stack)))(x_bld))
+    assert ("concatenate" in jaxpr) == (platform == "cpu")
     for y, layer in zip(ys, stack, strict=True):
         np.testing.assert_allclose(y, x_bld @ layer.kernel[...], rtol=1e-5, atol=1e-5)
     lora_a, lora_b = jax.random.normal(jax.random.key(2), (8, 2)), jax.random.normal(jax.random.key(3), (2, 6))
