@@ -212,7 +212,7 @@ def interleaved_medians(rows: dict, timers: dict, repeats: int, seed: int = 0) -
     figure: time taken away by other processes is not counted).
 
     Each turn runs its callable once untimed before the timed call: the first call after another framework's runs
-    slower (JAX's train step right after ``torch.compile``'s took 5.5% longer than after its own, after eager's 1%:
+    slower (JAX's train step right after ``torch.compile``'s took 6.7% longer than after its own, after eager's 5.3%:
     docs/benchmarks.md "Session 38"), and a training loop never pays that."""
     times = {(name, key): ([], []) for name, fns in timers.items() for key in fns}
     turns = list(times)
