@@ -34,7 +34,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.profiler import ProfileData  # noqa: E402
 
-from gw_jax.bench.dit_bench import PRESETS, adamw_train_step, jax_forward  # noqa: E402
+from gw_jax.bench.dit_bench import PRESETS, adamw_train_step, jax_forward, median_time  # noqa: E402
 
 STEPS = 5
 
@@ -117,14 +117,9 @@ def options(configs: dict, rounds: int) -> None:
               f"{np.median(wall[name]) / base:.3f}x the first")
 
 
-def _median_ms(fn, *args, repeats: int = 50) -> float:
-    fn(*args).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(*args).block_until_ready()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+def _median_ms(fn, *args) -> float:
+    fn(*args).block_until_ready()  # compile
+    return 1e3 * median_time(lambda: fn(*args).block_until_ready(), 50)
 
 
 def transposes() -> None:

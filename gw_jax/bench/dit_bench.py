@@ -4,8 +4,8 @@ The PyTorch side is diffusers' ``CosmosTransformer3DModel`` (the Cosmos-Predict2
 GigaWorld-0 uses) set to the same dimensions, eager and ``torch.compile``. Warm-up and compilation are
 timed separately; steady-state numbers are medians of repeated runs, timed in interleaved rounds (each
 implementation once per round, in a shuffled order, after one untimed call) so that load from other processes hits
-every row alike. ``gw-jax bench --threads N`` puts
-both frameworks on the same N cores (the default: all cores this process may use; the table states them).
+every row alike. ``gw-jax bench --threads N`` puts both frameworks on the same N cores (the default: all cores this
+process may use; the table states them).
 """
 
 from __future__ import annotations
