@@ -211,9 +211,9 @@ def interleaved_medians(rows: dict, timers: dict, repeats: int, seed: int = 0) -
     median process CPU time of each as ``<key>_cpu`` (every thread's, so on ``--threads 1`` a load-robust
     figure: time taken away by other processes is not counted).
 
-    Each turn runs its callable once untimed before the timed call: the first call after another framework's runs
-    slower (JAX's train step right after ``torch.compile``'s took 6.7% longer than after its own, after eager's 5.3%:
-    docs/benchmarks.md "Session 38"), and a training loop never pays that."""
+    Each turn runs its callable once untimed before the timed call: the first call after another framework's can run
+    slower, and a training loop never pays that (timed the old way, right after ``torch.compile``'s train step, JAX's
+    forward read 11-18% slow: docs/benchmarks.md "Session 38", scripts/bench_carryover.py)."""
     times = {(name, key): ([], []) for name, fns in timers.items() for key in fns}
     turns = list(times)
     rng = np.random.default_rng(seed)
