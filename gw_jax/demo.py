@@ -6,7 +6,7 @@
 3. train a small latent codec on the training frames (``gw_jax.models.patch_vae``: 32x32 frames ->
    8x8x16 latents) and the FVD feature network (``gw_jax.models.video_features``);
 4. train a tiny GigaWorld-0 DiT on the codec's latents with the reference objective (first latent
-   frame as reference), log-sigma centred at ``p_mean`` (see docs/demo.md for why 1.0 here);
+   frame as reference), log-sigma centred at ``p_mean`` (see docs/demo.md for why 1.5 here);
    The DiT conditions on the simulator's per-frame actions (normalised by the pack's statistics), each clip's
    dropped with probability ``action_dropout`` so the same model also rolls out without actions;
 5. roll out held-out episodes from their first frame with the reference sampler: untrained, trained from

@@ -13,7 +13,8 @@ IDM's R² on the action-driven rollouts (an IDM workdir trained on 32x32, 9-fram
     python scripts/detail_study.py train RUN OUT '{"moved_cube_weight": 32}'  # moved-cube cells ~2x the still cube's
 
 train: QUICK's settings plus the variant (QUICK trains 2500 steps since session 31; the 1500-step rows of
-docs/demo.md's earlier sections pass "steps": 1500).
+docs/demo.md's earlier sections pass "steps": 1500; QUICK trains at p_mean 1.5 since session 39: pass "p_mean": 1.0 to
+retrain an earlier section's rows).
 IDM "-": no IDM (no R²). Results append to results.jsonl next to WORKDIR; NAME.png: 3 held-out clips, rows truth /
 image + text / action-driven; NAME.npz: the videos (rollouts.npz's names); cube_visible_*: the share of generated
 frames whose cube `gw_jax.demo.cube_visible` finds (per frame in *_frames); cube_moved_at_place_* /
