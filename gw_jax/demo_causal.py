@@ -50,7 +50,7 @@ from gw_jax.video_metrics import psnr, ssim
 
 # the quick demo's sizes, on 32 episodes of 65 frames (cut into 1,568 clips); the DiT sees 9-frame clips at stride 2 as
 # there. Not the quick demo's reference options (issue 16): with up to 8 reference latents their mean is no frame's
-# content, and its window sampler takes no guidance on them; p_mean 1 as measured (the quick demo's 1.5 is not, here)
+# content, and its window sampler takes no guidance on them; p_mean 1 (1.5 not measured here)
 CAUSAL = dict(QUICK, train_episodes=32, sim_frames=65, stride=2, heldout_episodes=16, window=8, max_ref_latents=8,
               steps=2000, concat_reference=False, reference_skip=False, cube_weight=0.0, p_mean=1.0,
               **REFERENCE_GUIDANCE_OFF)
